@@ -7,8 +7,8 @@ Modes (strings, as every quantizer's ``rounding=`` argument):
   (C ``round``; TensorFlow fake-quant).
 - ``"floor"``      ``floor(v)`` (truncation towards -inf; biased by -1/2 on average).
 - ``"stochastic"`` ``floor(v) + [u < v - floor(v)]`` with ``u ~ U[0, 1)`` from a seeded
-  generator: rounds up with probability ``v - floor(v)``, so ``E[round(v)] = v`` (unbiased; Gupta et al. 2015,
-  arXiv:1502.02551).
+  generator: rounds up with probability ``v - floor(v)``, so ``E[round(v)] = v`` (unbiased;
+  Gupta et al. 2015, arXiv:1502.02551).
 
 Source: CONVENTIONS.md "Rounding"; the seed document (section 4) writes ``round`` without
 saying which; refq's default matches NumPy and PyTorch.
