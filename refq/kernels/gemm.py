@@ -64,10 +64,10 @@ def max_safe_k(a_dtype: np.dtype | type, b_dtype: np.dtype | type = np.int8) -> 
 class PackedWeight:
     """An int8 weight ``w (N, K)`` in the GEMM kernel's layout, with its column sums.
 
-    Attributes: ``data`` (1-D int8, ``n_panels * (k_pad // 4) * 64 * 4`` bytes, or half as many
-    bytes of int4 nibbles when ``bits == 4``), ``n``, ``k`` (the logical shape of ``w``), ``n_pad``
-    (N rounded up to 64), ``k_pad`` (K rounded up to 4), ``col_sums`` (int32 (N,): ``sum_k w[n, k]``,
-    needed for zero-point corrections and the int8-activation offset), ``bits`` (8 or 4).
+    Attributes: ``data`` (1-D int8, ``n_pad * k_pad`` bytes, or half as many bytes of int4
+    nibbles when ``bits == 4``), ``n``, ``k`` (the logical shape of ``w``), ``n_pad`` (N rounded
+    up to 64), ``k_pad`` (K rounded up to 4), ``col_sums`` (int32 (N,): ``sum_k w[n, k]``, needed
+    for zero-point corrections and the int8-activation offset), ``bits`` (8 or 4).
     """
 
     data: np.ndarray

@@ -1,4 +1,4 @@
-"""CPU feature detection and the VNNI micro-kernel, written in LLVM IR through Numba's extension API.
+"""CPU feature detection and the VNNI micro-kernel, in LLVM IR through Numba's extension API.
 
 The instruction: ``vpdpbusd acc, a, b`` (Intel AVX512-VNNI / AVX-VNNI). Each 32-bit lane ``j`` of
 the accumulator gets the dot product of four *unsigned* bytes of ``a`` with four *signed* bytes of
@@ -28,8 +28,8 @@ gemmlowp offset trick (``a_u = a + 128``, computed as ``a XOR 0x80`` on the byte
 
 so the accumulators start at ``-128 * colsum(B)[n]`` (precomputed once in ``pack_weight``) instead
 of 0, and the XOR is one extra vector op per broadcast. uint8 activations start at 0.
-Products are at most 255 * 128 = 32640 in magnitude, so the int32 sum is exact for
-K <= 2^31 / 2^15 = 65536 groups of... see ``gemm.max_safe_k`` for the bound actually enforced.
+The instruction wraps modulo 2^32, so the result is exact whenever the true sum fits int32 (see
+``gemm.max_safe_k`` for the K that guarantees it).
 
 Feature detection: llvmlite's host feature string (``+avx512vnni``, ``+avxvnni``, ...) is read
 once at import. Functions using an instruction are only *compiled* on first call, so on a CPU
