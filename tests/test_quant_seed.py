@@ -1,4 +1,4 @@
-"""The seed document's two formulas (section 4), checked by hand, and their relation to PyTorch's."""
+"""The seed formulas (section 4), checked by hand, and their relation to the PyTorch form."""
 
 import numpy as np
 import pytest
