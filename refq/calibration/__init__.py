@@ -6,5 +6,6 @@ float32 arrays of shape ``()`` per tensor or ``(C,)`` per channel (``axis=``), `
 
 from refq.calibration.base import Observer
 from refq.calibration.minmax import MinMaxObserver, MovingAverageMinMaxObserver
+from refq.calibration.percentile import PercentileObserver
 
-__all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver"]
+__all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver"]

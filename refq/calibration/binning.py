@@ -128,6 +128,7 @@ class StreamingHistogram:
         d = (e_new - self.exp)[:, None]  # (C, 1) exponent increase
         absidx = self.lo[:, None] + np.arange(b, dtype=np.int64)  # (C, bins) old abs index
         newidx = (absidx >> d) - lo_new[:, None]  # (C, bins) floor division by 2**d
+        np.clip(newidx, 0, b - 1, out=newidx)  # only empty old bins can fall outside
         newidx += (np.arange(c, dtype=np.int64) * b)[:, None]  # flat into (C * bins)
         merged = np.zeros(c * b, np.int64)
         np.add.at(merged, newidx.ravel(), self.counts.ravel())
