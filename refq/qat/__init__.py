@@ -1,0 +1,30 @@
+"""refq.qat: fake-quantization modules for quantization-aware training (seed section 3, "QAT").
+
+- ``FakeQuantize``     forward ``dequantize(quantize(x))``, backward the clipped straight-through
+                       estimator (Bengio et al. 2013, arXiv:1308.3432), PyTorch's flags
+                       ``observer_enabled`` / ``fake_quant_enabled``.
+- ``LSQFakeQuantize``  learned step size (Esser et al. 2019, arXiv:1902.08153): the scale (and
+                       optionally the zero point) is a parameter with its own gradient.
+- ``log_ste``          the STE refq defines for the log and power-of-two quantizers.
+
+These modules act on arrays and know nothing of layers; ``prepare_qat`` / ``convert`` wrap model
+layers with them.
+"""
+
+from refq.qat.fake_quant import FakeQuantBase, FakeQuantize, check_quantizer, ste_for
+from refq.qat.log_ste import is_log_quantizer, log_ste_backward, log_ste_mask, magnitude_range
+from refq.qat.lsq import LSQFakeQuantize, lsq_grad_scale, lsq_init_scale
+
+__all__ = [
+    "FakeQuantBase",
+    "FakeQuantize",
+    "LSQFakeQuantize",
+    "check_quantizer",
+    "is_log_quantizer",
+    "log_ste_backward",
+    "log_ste_mask",
+    "lsq_grad_scale",
+    "lsq_init_scale",
+    "magnitude_range",
+    "ste_for",
+]
