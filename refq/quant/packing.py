@@ -101,7 +101,9 @@ def unpack_bits(packed: np.ndarray, bits: int, n: int, signed: bool) -> np.ndarr
     shifts = (np.arange(per, dtype=np.uint8) * b).astype(np.uint8)  # (per,)
     mask = np.uint8(2**b - 1)
     fields = (p[..., None] >> shifts) & mask  # (..., nbytes) -> (..., nbytes, per) uint8
-    fields = fields.reshape(p.shape[:-1] + (-1,))[..., :n]  # (..., nbytes * per) -> (..., n)
+    fields = fields.reshape(p.shape[:-1] + (p.shape[-1] * per,))[
+        ..., :n
+    ]  # (..., nbytes * per) -> (..., n)
     if not signed:
         return fields.astype(np.uint8)
     f = fields.astype(np.int16)
