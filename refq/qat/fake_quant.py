@@ -292,8 +292,9 @@ class FakeQuantize(FakeQuantBase):
         return dx.astype(dout.dtype, copy=False)
 
     def __repr__(self) -> str:
+        obs = None if self.observer is None else type(self.observer).__name__
         return (
-            f"FakeQuantize({self.quantizer!r}, observer={type(self.observer).__name__ if self.observer is not None else None}, "
+            f"FakeQuantize({self.quantizer!r}, observer={obs}, "
             f"name={self.name!r}, observer_enabled={self.observer_enabled}, "
             f"fake_quant_enabled={self.fake_quant_enabled})"
         )

@@ -263,7 +263,7 @@ class LSQFakeQuantize(FakeQuantBase):
 
     # -- forward / backward ------------------------------------------------------------------
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x_hat = (clamp(round(x / s) + z, quant_min, quant_max) - z) * s``; caches for backward."""
+        """``x_hat = (clamp(round(x / s) + z, quant_min, quant_max) - z) * s``, cached."""
         self.num_forward += 1
         x = self._input(x)
         if self.axis is not None:
