@@ -16,9 +16,11 @@ Theory:
   (``20 log10 2 = 6.0206`` dB per bit).
 - log grid with level ratio ``r`` (``LogQuantizer``, r = 2 for ``PowerOfTwoQuantizer``),
   rounding to the nearest level in the log domain: ``x_hat / x = r^u`` with ``|u| <= 1/2``, so the
-  relative error is at most ``sqrt(r) - 1``; if ``u`` is uniform (data spread over many levels)
-  the noise-to-signal ratio is ``E[(r^u - 1)^2] = (r - 1/r) / (2 ln r) - 2 (sqrt r - 1/sqrt r) /
-  ln r + 1``, independent of the signal's amplitude (the point of log quantization).
+  relative error is at most ``sqrt(r) - 1``. For log-uniform magnitudes (density ~ 1/|x|) over
+  whole cells, ``x = x_hat * r^v`` with v uniform on [-1/2, 1/2] independent of the level, so
+  ``SQNR = E[r^(2v)] / E[(r^v - 1)^2]`` with ``E[r^(2v)] = (r - 1/r) / (2 ln r)`` and
+  ``E[(r^v - 1)^2] = E[r^(2v)] - 2 (sqrt r - 1/sqrt r) / ln r + 1``: independent of the signal's
+  amplitude (the point of log quantization).
 """
 
 from __future__ import annotations
@@ -132,20 +134,23 @@ def log_relative_error_bound(ratio: float) -> float:
 
 
 def log_sqnr_theory_db(ratio: float) -> float:
-    """SQNR of a log grid with level ratio ``r`` for data spread over many levels.
+    """SQNR (dB) of a log grid with level ratio ``r`` for log-uniform magnitudes over whole cells.
 
-    ``-10 log10(E[(r^u - 1)^2])``, u ~ U(-1/2, 1/2): noise-to-signal
-    ``(r - 1/r) / (2 ln r) - 2 (sqrt r - 1/sqrt r) / ln r + 1``. For r = 2: 13.79 dB.
+    ``10 log10(E[r^(2v)] / E[(r^v - 1)^2])``, v ~ U(-1/2, 1/2) (``x = x_hat * r^v``):
+    ``E[r^(2v)] = (r - 1/r) / (2 ln r)``, ``E[(r^v - 1)^2] = E[r^(2v)] - 2 (sqrt r - 1/sqrt r) /
+    ln r + 1``. For r = 2 (power-of-two levels): 14.14 dB. As r -> 1 this tends to the uniform-noise
+    law in the log domain, ``-10 log10((ln r)^2 / 12)``.
 
     >>> round(log_sqnr_theory_db(2.0), 2)
-    13.79
+    14.14
     """
     r = float(ratio)
     if not r > 1:
         raise ValueError(f"level ratio must be > 1, got {ratio}")
     lr = math.log(r)
-    nsr = (r - 1 / r) / (2 * lr) - 2 * (math.sqrt(r) - 1 / math.sqrt(r)) / lr + 1
-    return -10 * math.log10(nsr)
+    e2 = (r - 1 / r) / (2 * lr)  # E[r^(2v)]
+    nsr = e2 - 2 * (math.sqrt(r) - 1 / math.sqrt(r)) / lr + 1  # E[(r^v - 1)^2]
+    return 10 * math.log10(e2 / nsr)
 
 
 def quantization_report(quantizer, x: np.ndarray) -> dict[str, float]:
