@@ -66,6 +66,22 @@ def host_features() -> frozenset[str]:
     return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
 
 
+def supported_isas(features: frozenset[str] | None = None) -> list[str]:
+    """The micro-kernels this CPU can run, fastest first (``"portable"`` always last).
+
+    >>> supported_isas(frozenset({"avx2"}))
+    ['portable']
+    """
+    if features is None:
+        features = host_features()
+    supported = ["portable"]
+    if "avxvnni" in features or {"avx512vnni", "avx512vl"} <= features:
+        supported.insert(0, "avxvnni")
+    if {"avx512f", "avx512bw", "avx512vnni"} <= features:
+        supported.insert(0, "avx512vnni")
+    return supported
+
+
 def select_isa(features: frozenset[str] | None = None, override: str | None = None) -> str:
     """Choose the GEMM micro-kernel: ``"avx512vnni"``, ``"avxvnni"`` or ``"portable"``.
 
@@ -80,13 +96,7 @@ def select_isa(features: frozenset[str] | None = None, override: str | None = No
     >>> select_isa(frozenset({"avx2", "avxvnni"}))
     'avxvnni'
     """
-    if features is None:
-        features = host_features()
-    supported = ["portable"]
-    if "avxvnni" in features or {"avx512vnni", "avx512vl"} <= features:
-        supported.insert(0, "avxvnni")
-    if {"avx512f", "avx512bw", "avx512vnni"} <= features:
-        supported.insert(0, "avx512vnni")
+    supported = supported_isas(features)
     if override:
         if override not in ("avx512vnni", "avxvnni", "portable"):
             raise ValueError(
