@@ -62,7 +62,7 @@ def test_bit_exact_property(m, k, n, unsigned, seed):
 
 
 def test_extreme_values_all_paths(isa):
-    """-128 * -128 and 255 * -128 everywhere: the largest products, the int8 offset trick's worst case."""
+    """-128 * -128 and 255 * -128 everywhere: the largest products (offset trick worst case)."""
     k = 1000
     a = np.full((7, k), -128, np.int8)
     b = np.full((k, 70), -128, np.int8)
