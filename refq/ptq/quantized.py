@@ -27,8 +27,25 @@ import numpy as np
 from refq import kernels
 from refq.nn.module import Module
 from refq.quant.affine import dequantize_affine
+from refq.quant.packing import pack_bits
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+LINEAR_KEYS = {
+    "weight", "weight_scale", "weight_zero_point", "weight_bits", "input_scale",
+    "input_zero_point", "output_scale", "output_zero_point", "act_qmin", "act_qmax", "requant",
+}  # fmt: skip
+MATMUL_KEYS = {"a_scale", "a_zero_point", "b_scale", "b_zero_point", "act_qmin", "act_qmax"}
+
+
+def storage_bits(bits: int) -> int:
+    """Field width used on disk for ``bits``-bit weight codes (packing supports 2, 4 and 8).
+
+    >>> storage_bits(3), storage_bits(2), storage_bits(8)
+    (4, 2, 8)
+    """
+    return 2 if bits <= 2 else 4 if bits <= 4 else 8
 
 
 def _per_tensor(qz: Any, what: str, name: str) -> tuple[np.float32, np.int32, int, int]:
@@ -67,10 +84,17 @@ class QuantizedLinear(Module):
         self.name = name
         self.state = {k: np.asarray(v) for k, v in state.items()}
         s = self.state
+        missing = sorted(LINEAR_KEYS - set(s))
+        if missing:
+            raise ValueError(f"layer {name!r}: quantized state lacks {missing}")
         w = s["weight"]
         if w.dtype != np.int8 or w.ndim != 2:
             raise TypeError(f"layer {name!r}: weight codes must be int8 (N, K), got {w.dtype}")
         self.out_features, self.in_features = w.shape
+        n = w.shape[0]
+        s["weight_zero_point"] = np.broadcast_to(s["weight_zero_point"], (n,)).astype(np.int32)
+        if s["weight_scale"].shape != (n,):
+            raise ValueError(f"layer {name!r}: weight_scale must have shape ({n},)")
         self.packed = kernels.pack_weight(w)  # the kernel's layout, prepared once
         self.requant = str(s["requant"])
         in_s, out_s = np.float32(s["input_scale"]), np.float32(s["output_scale"])
@@ -114,13 +138,22 @@ class QuantizedLinear(Module):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"layer {self.name!r} is a converted int8 layer: inference only")
 
+    def stored_arrays(self) -> dict[str, np.ndarray]:
+        """What a checkpoint stores: codes packed below 8 bits (2- or 4-bit fields, refq.quant
+        packing layout), weight zero points as one scalar when they are all equal (symmetric
+        weights: 0), scales float32, bias int32."""
+        out = {k: v for k, v in self.state.items() if k != "requant"}
+        field = storage_bits(int(self.state["weight_bits"]))
+        if field < 8:
+            out["weight_packed"] = pack_bits(out.pop("weight"), field)  # (N, K) -> (N, ceil)
+        zp = out["weight_zero_point"]
+        if zp.ndim and np.all(zp == zp[0]):
+            out["weight_zero_point"] = np.int32(zp[0])
+        return out
+
     def storage_nbytes(self) -> int:
-        """Bytes of the stored weight (packed at <= 4 bits), bias and quantization parameters."""
-        bits = int(self.state["weight_bits"])
-        n, k = self.out_features, self.in_features
-        w_bytes = n * ((k * bits + 7) // 8) if bits <= 4 else n * k
-        rest = sum(v.nbytes for key, v in self.state.items() if key != "weight")
-        return int(w_bytes + rest)
+        """Bytes this layer occupies in a checkpoint (``stored_arrays``)."""
+        return int(sum(v.nbytes for v in self.stored_arrays().values()))
 
     def __repr__(self) -> str:
         bits = int(self.state["weight_bits"])
@@ -141,6 +174,9 @@ class QuantizedMatMul(Module):
         super().__init__()
         self.name = name
         self.state = {k: np.asarray(v) for k, v in state.items()}
+        missing = sorted(MATMUL_KEYS - set(self.state))
+        if missing:
+            raise ValueError(f"layer {name!r}: quantized state lacks {missing}")
         self.training = False
 
     def _q(self, x: np.ndarray, side: str) -> np.ndarray:
@@ -169,6 +205,9 @@ class QuantizedMatMul(Module):
 
     def backward(self, dout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise RuntimeError(f"layer {self.name!r} is a converted int8 matmul: inference only")
+
+    def stored_arrays(self) -> dict[str, np.ndarray]:
+        return dict(self.state)
 
     def storage_nbytes(self) -> int:
         return int(sum(v.nbytes for v in self.state.values()))
