@@ -5,7 +5,14 @@ float32 arrays of shape ``()`` per tensor or ``(C,)`` per channel (``axis=``), `
 """
 
 from refq.calibration.base import Observer
+from refq.calibration.histogram import HistogramObserver
 from refq.calibration.minmax import MinMaxObserver, MovingAverageMinMaxObserver
 from refq.calibration.percentile import PercentileObserver
 
-__all__ = ["Observer", "MinMaxObserver", "MovingAverageMinMaxObserver", "PercentileObserver"]
+__all__ = [
+    "Observer",
+    "MinMaxObserver",
+    "MovingAverageMinMaxObserver",
+    "PercentileObserver",
+    "HistogramObserver",
+]

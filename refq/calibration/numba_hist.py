@@ -51,3 +51,35 @@ def rows_bin_add(xc, exp, lo, counts):  # (C, N) float, (C,) int64, (C,) int64, 
             elif k >= nb:
                 k = nb - 1
             counts[r, k] += 1
+
+
+@numba.njit(cache=False, nogil=True)
+def affine_pair_search(e_lo, p0_lo, left, e_hi, p0_hi, right, z, levels, include_zero):
+    """Exhaustive search over clipping pairs ``(lo = e_lo[a], hi = e_hi[b])`` with ``lo < hi``.
+
+    err(a, b) = left[a] + right[b] + s**2 / 12 * (p0_hi[b] - p0_lo[a]),
+    s = (max(hi, z) - min(lo, z)) / (levels - 1)   (include_zero; else (hi - lo) / (levels - 1))
+
+    All arrays float64, 1-D. Returns ``(a, b, err)`` of the smallest error (first on ties).
+    """
+    best = np.inf
+    ba = 0
+    bb = 0
+    inv = 1.0 / (12.0 * (levels - 1) * (levels - 1))
+    for a in range(e_lo.shape[0]):
+        lo = e_lo[a]
+        glo = min(lo, z) if include_zero else lo
+        la = left[a]
+        pa = p0_lo[a]
+        for b in range(e_hi.shape[0]):
+            hi = e_hi[b]
+            if hi <= lo:
+                continue
+            ghi = max(hi, z) if include_zero else hi
+            d = ghi - glo
+            err = la + right[b] + d * d * inv * (p0_hi[b] - pa)
+            if err < best:
+                best = err
+                ba = a
+                bb = b
+    return ba, bb, best
