@@ -36,7 +36,7 @@ class AdamW:
         weight_decay: float = 0.0,
         decoupled: bool = True,
     ) -> None:
-        if lr <= 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+        if lr <= 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(
                 f"bad AdamW settings lr={lr}, betas={betas}, eps={eps}, wd={weight_decay}"
             )
