@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from refq.calibration import MinMaxObserver
 from refq.nn.linear import Linear
 from refq.nn.module import Module
-from refq.qat import FakeQuantize, ste_for
+from refq.qat import FakeQuantize, fake_quant_modules, set_fake_quant, set_observers, ste_for
 from refq.quant.affine import quant_range
 from refq.quant.linear import LinearQuantizer, QParams
 from refq.quant.log import LogQuantizer
@@ -382,3 +382,21 @@ def test_bad_arguments():
 
 def test_quant_range_sanity_used_above():
     assert quant_range(4, True) == (-8, 7)  # the grids the hand-worked tests rely on
+
+
+def test_switch_every_node_of_a_model():
+    class Block(Module):
+        def __init__(self):
+            super().__init__()
+            self.w = FakeQuantize(LinearQuantizer(bits=4), name="w")
+            self.inner = Module()
+            self.inner.a = FakeQuantize(LinearQuantizer(bits=8), MinMaxObserver(), name="a")
+            self.lin = Linear(2, 2)
+
+    b = Block()
+    assert [n for n, _ in fake_quant_modules(b)] == ["w", "inner.a"]
+    assert set_observers(b, False) == 2
+    assert not b.w.observer_enabled and not b.inner.a.observer_enabled
+    assert set_fake_quant(b, False) == 2 and not b.inner.a.fake_quant_enabled
+    set_observers(b, True)
+    assert b.w.observer_enabled and b.inner.a.observer_enabled

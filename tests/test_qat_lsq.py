@@ -19,9 +19,11 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refq.calibration import MinMaxObserver
-from refq.qat import LSQFakeQuantize, lsq_grad_scale, lsq_init_scale
+from refq.qat import FakeQuantize, LSQFakeQuantize, lsq_grad_scale, lsq_init_scale
 from refq.quant.affine import FLOAT32_EPS
 from refq.quant.linear import LinearQuantizer
 
@@ -368,3 +370,39 @@ def test_bad_arguments():
         m(np.ones((3, 4), F32))
     with pytest.raises(ValueError, match="not initialised"):
         LSQFakeQuantize(sym4()).qparams  # noqa: B018
+
+
+# -- LSQ and FakeQuantize agree: what convert relies on ----------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bits=st.integers(2, 8),
+    per_channel=st.booleans(),
+    learn_zp=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_lsq_forward_and_ste_equal_fakequantize_with_its_qparams(bits, per_channel, learn_zp, seed):
+    """With the learned (scale, zero point) frozen into a LinearQuantizer, FakeQuantize gives
+    bit-identical outputs and the same input gradient: a converted LSQ model is a PTQ-style one."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((5, 8)) * rng.uniform(0.1, 4)).astype(F32)
+    axis = 0 if per_channel else None
+    q = LinearQuantizer(bits=bits, axis=axis, symmetric=not learn_zp)
+    m = LSQFakeQuantize(q, learn_zero_point=learn_zp)
+    m(x)  # LSQ init from the data
+    m.params["scale"] *= rng.uniform(0.3, 1.5)  # as if trained
+    if learn_zp:
+        m.params["zero_point"] += rng.uniform(-3, 3)
+    y = m(x)
+    dout = rng.standard_normal(x.shape).astype(F32)
+    dx = m.backward(dout)
+    fq = FakeQuantize(m.export_quantizer()).disable_observer()
+    np.testing.assert_array_equal(fq(x), y)
+    np.testing.assert_array_equal(fq.backward(dout), dx)
+
+
+def test_lazy_init_after_to_dtype_float64():
+    m = LSQFakeQuantize(sym4(axis=0), learn_zero_point=False).to_dtype(np.float64)
+    m(np.ones((2, 3)))
+    assert m.params["scale"].dtype == np.float64 and m.grads["scale"].shape == (2,)

@@ -11,7 +11,15 @@ These modules act on arrays and know nothing of layers; ``prepare_qat`` / ``conv
 layers with them.
 """
 
-from refq.qat.fake_quant import FakeQuantBase, FakeQuantize, check_quantizer, ste_for
+from refq.qat.fake_quant import (
+    FakeQuantBase,
+    FakeQuantize,
+    check_quantizer,
+    fake_quant_modules,
+    set_fake_quant,
+    set_observers,
+    ste_for,
+)
 from refq.qat.log_ste import is_log_quantizer, log_ste_backward, log_ste_mask, magnitude_range
 from refq.qat.lsq import LSQFakeQuantize, lsq_grad_scale, lsq_init_scale
 
@@ -20,11 +28,14 @@ __all__ = [
     "FakeQuantize",
     "LSQFakeQuantize",
     "check_quantizer",
+    "fake_quant_modules",
     "is_log_quantizer",
     "log_ste_backward",
     "log_ste_mask",
     "lsq_grad_scale",
     "lsq_init_scale",
     "magnitude_range",
+    "set_fake_quant",
+    "set_observers",
     "ste_for",
 ]

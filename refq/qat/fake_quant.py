@@ -31,7 +31,7 @@ As in PyTorch, these two flags, not ``train()``/``eval()``, decide what the node
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -298,3 +298,41 @@ class FakeQuantize(FakeQuantBase):
             f"name={self.name!r}, observer_enabled={self.observer_enabled}, "
             f"fake_quant_enabled={self.fake_quant_enabled})"
         )
+
+
+# -- switching every node of a model at once (PyTorch: model.apply(disable_observer)) -----------
+
+
+def fake_quant_modules(root: Module) -> Iterator[tuple[str, FakeQuantBase]]:
+    """Yield ``(dotted_name, node)`` for every fake-quant node under ``root`` (depth first).
+
+    >>> class Pair(Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.w = FakeQuantize(LinearQuantizer(4)); self.a = FakeQuantize(LinearQuantizer(8))
+    >>> from refq.quant.linear import LinearQuantizer
+    >>> [name for name, _ in fake_quant_modules(Pair())]
+    ['w', 'a']
+    """
+    for name, m in root.named_modules():
+        if isinstance(m, FakeQuantBase):
+            yield name, m
+
+
+def set_observers(root: Module, enabled: bool) -> int:
+    """``enable_observer(enabled)`` on every fake-quant node under ``root``; returns how many.
+
+    ``set_observers(model, False)`` freezes every range (PyTorch ``disable_observer``).
+    """
+    nodes = [m for _, m in fake_quant_modules(root)]
+    for m in nodes:
+        m.enable_observer(enabled)
+    return len(nodes)
+
+
+def set_fake_quant(root: Module, enabled: bool) -> int:
+    """``enable_fake_quant(enabled)`` on every fake-quant node under ``root``; returns how many."""
+    nodes = [m for _, m in fake_quant_modules(root)]
+    for m in nodes:
+        m.enable_fake_quant(enabled)
+    return len(nodes)

@@ -188,9 +188,18 @@ class LSQFakeQuantize(FakeQuantBase):
             raise ValueError(f"zero_point must lie in [{self.quant_min}, {self.quant_max}]")
         return np.asarray(z)
 
+    def to_dtype(self, dtype: Any) -> LSQFakeQuantize:
+        """Convert the parameters (also those a later lazy initialisation creates)."""
+        super().to_dtype(dtype)
+        self._param_dtype = np.dtype(dtype)
+        return self
+
     def _set_qparams(self, scale: np.ndarray, zero_point: np.ndarray) -> None:
         """Write scale / zero point in place (new arrays on the first call)."""
-        dtype = self.params["scale"].dtype if self.initialized else np.float32
+        if self.initialized:  # keep the dtype (a parent's to_dtype converts arrays directly)
+            dtype = self.params["scale"].dtype
+        else:
+            dtype = getattr(self, "_param_dtype", np.dtype(np.float32))
         if self.initialized and self.params["scale"].shape == np.shape(scale):
             self.params["scale"][...] = scale
         else:
