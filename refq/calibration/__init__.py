@@ -5,6 +5,7 @@ float32 arrays of shape ``()`` per tensor or ``(C,)`` per channel (``axis=``), `
 """
 
 from refq.calibration.base import Observer
+from refq.calibration.entropy import EntropyObserver
 from refq.calibration.histogram import HistogramObserver
 from refq.calibration.minmax import MinMaxObserver, MovingAverageMinMaxObserver
 from refq.calibration.percentile import PercentileObserver
@@ -15,4 +16,5 @@ __all__ = [
     "MovingAverageMinMaxObserver",
     "PercentileObserver",
     "HistogramObserver",
+    "EntropyObserver",
 ]

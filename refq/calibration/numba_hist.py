@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=False, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def rows_minmax(xc):  # (C, N) float -> (C,) float64, (C,) float64
     """Per-row min and max in one pass."""
     c, n = xc.shape
@@ -33,7 +33,7 @@ def rows_minmax(xc):  # (C, N) float -> (C,) float64, (C,) float64
     return lo, hi
 
 
-@numba.njit(cache=False, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def rows_bin_add(xc, exp, lo, counts):  # (C, N) float, (C,) int64, (C,) int64, (C, B) int64
     """``counts[r, floor(x / 2**exp[r]) - lo[r]] += 1`` for every ``x`` of row ``r``.
 
@@ -53,7 +53,7 @@ def rows_bin_add(xc, exp, lo, counts):  # (C, N) float, (C,) int64, (C,) int64, 
             counts[r, k] += 1
 
 
-@numba.njit(cache=False, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def affine_pair_search(e_lo, p0_lo, left, e_hi, p0_hi, right, z, levels, include_zero):
     """Exhaustive search over clipping pairs ``(lo = e_lo[a], hi = e_hi[b])`` with ``lo < hi``.
 
@@ -83,3 +83,53 @@ def affine_pair_search(e_lo, p0_lo, left, e_hi, p0_hi, right, z, levels, include
                 ba = a
                 bb = b
     return ba, bb, best
+
+
+@numba.njit(cache=True, nogil=True)
+def kl_divergences(bins, levels, start, eps):  # (K,) float64 -> (K - start + 1,) float64
+    """TensorRT's KL divergence for every threshold bin ``i`` in ``[start, K]``.
+
+    P = bins[:i] with the clipped tail sum(bins[i:]) added to P[i-1];
+    Q = bins[:i] merged into ``levels`` groups (bin j -> group j * levels // i), each group's
+        total spread evenly over its non-empty bins (empty bins stay 0);
+    zeros of Q smoothed: q_j = eps where q_j == 0, q_j - eps * n0 / n1 elsewhere (counts);
+    KL(P || Q) = sum_{p_j > 0} p_j log(p_j / q_j) with P, Q normalised to sum 1.
+    """
+    k = bins.shape[0]
+    out = np.full(k - start + 1, np.inf)
+    suffix = np.zeros(k + 1)
+    for j in range(k - 1, -1, -1):
+        suffix[j] = suffix[j + 1] + bins[j]
+    total = suffix[0]
+    gsum = np.zeros(levels)
+    gcnt = np.zeros(levels)
+    for i in range(start, k + 1):
+        gsum[:] = 0.0
+        gcnt[:] = 0.0
+        n1 = 0
+        qtot = 0.0
+        for j in range(i):
+            if bins[j] > 0:
+                g = (j * levels) // i
+                gsum[g] += bins[j]
+                gcnt[g] += 1.0
+                n1 += 1
+                qtot += bins[j]
+        if n1 == 0:
+            continue
+        eps1 = eps * (i - n1) / n1
+        kl = 0.0
+        for j in range(i):
+            p = bins[j]
+            if j == i - 1:
+                p += suffix[i]
+            if p <= 0:
+                continue
+            if bins[j] > 0:
+                g = (j * levels) // i
+                q = gsum[g] / gcnt[g] - eps1
+            else:
+                q = eps
+            kl += (p / total) * math.log((p / total) / (q / qtot))
+        out[i - start] = kl
+    return out
