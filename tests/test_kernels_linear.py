@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 
 from refq.kernels.gemm import pack_weight
 from refq.kernels.int4 import pack_int4, pack_weight_int4
-from refq.kernels.linear import quantize_input, quantized_linear, quantized_linear_acc
+from refq.kernels.linear import (
+    quantize_input,
+    quantized_linear,
+    quantized_linear_acc,
+    quantized_linear_dequant,
+)
 from refq.kernels.requant import quantize_multiplier
 from refq.kernels.spec import linear_acc_spec, requantize_fixed_point_spec, requantize_float_spec
 
@@ -152,3 +157,19 @@ def test_quantize_input_matches_formula():
     np.testing.assert_array_equal(quantize_input(x[0, :4], 1.0, 0), [0, 2, 0, 2])
     with pytest.raises(ValueError, match="scale"):
         quantize_input(x, 0.0, 0)
+
+
+def test_dequant_output_equals_acc_times_scale_in_float32():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (2, 5, 40)).astype(np.uint8)
+    w = rng.integers(-128, 128, (24, 40)).astype(np.int8)
+    zw = rng.integers(-3, 4, 24)
+    bias = rng.integers(-999, 999, 24).astype(np.int32)
+    scale = rng.uniform(1e-4, 1e-3, 24).astype(np.float32)
+    pw = pack_weight(w)
+    acc = quantized_linear_acc(x, 100, pw, zw, bias)
+    y = quantized_linear_dequant(x, 100, pw, zw, bias, scale)
+    assert y.dtype == np.float32 and y.shape == (2, 5, 24)
+    np.testing.assert_array_equal(y, acc.astype(np.float32) * scale)
+    with pytest.raises(ValueError, match="out_scale"):
+        quantized_linear_dequant(x, 100, pw, zw, bias, np.ones(3))

@@ -25,7 +25,12 @@ from refq.kernels.gemm import (  # noqa: E402
     pack_weight,
 )
 from refq.kernels.int4 import pack_int4, pack_weight_int4, unpack_int4  # noqa: E402
-from refq.kernels.linear import quantize_input, quantized_linear, quantized_linear_acc  # noqa: E402
+from refq.kernels.linear import (  # noqa: E402
+    quantize_input,
+    quantized_linear,
+    quantized_linear_acc,
+    quantized_linear_dequant,
+)
 from refq.kernels.reference import bmm_reference, matmul_reference  # noqa: E402
 from refq.kernels.requant import (  # noqa: E402
     quantize_multiplier,
@@ -57,6 +62,7 @@ __all__ = [
     "quantize_multiplier",
     "quantized_linear",
     "quantized_linear_acc",
+    "quantized_linear_dequant",
     "requantize_fixed_point",
     "requantize_float",
     "rounding_divide_by_pot",

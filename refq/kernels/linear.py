@@ -80,6 +80,16 @@ def _epilogue_float(acc, rs, cs, zx, zw, k, bias, mult, zo, qmin, qmax, out, bad
 
 
 @njit(parallel=True, cache=True)
+def _epilogue_dequant(acc, rs, cs, zx, zw, k, bias, scale, out, bad):  # -> (M, N) float32
+    for m in prange(acc.shape[0]):
+        for n in range(acc.shape[1]):
+            v = _corrected(acc, m, n, rs, cs, zx, zw, k * zx, bias)
+            if v < INT32_MIN or v > INT32_MAX:
+                bad[m] = True
+            out[m, n] = np.float32(v) * scale[n]
+
+
+@njit(parallel=True, cache=True)
 def _quantize_rows(x, scale, zp, qmin, qmax, out):  # (R, K) float32 -> (R, K) int8|uint8
     for r in prange(x.shape[0]):
         for k in range(x.shape[1]):
@@ -239,5 +249,42 @@ def quantized_linear(
         _epilogue_float(
             acc, rs, cs, zx, zw, k, bias, mult.astype(np.float32), zo, qmin, qmax, out, bad
         )
+    _raise_if(bad)
+    return out.reshape(*lead, n)
+
+
+def quantized_linear_dequant(
+    x_q: np.ndarray,
+    x_zero_point: int,
+    packed_w: PackedWeight,
+    w_zero_point: int | np.ndarray,
+    bias_int32: np.ndarray | None,
+    out_scale: float | np.ndarray,
+) -> np.ndarray:
+    """The quantized linear layer with a float32 output, fused: ``y = float32(acc) * out_scale[n]``.
+
+        acc[m, n] = sum_k (x_q - z_x)(w_q - z_w[n]) + bias_q[n]          (int32, exact)
+        y[m, n]   = float32(acc[m, n]) * float32(s_x s_w[n])
+
+    Same numbers as ``quantized_linear_acc(...).astype(np.float32) * out_scale`` in float32, in
+    one pass (no int32 / float64 temporaries).
+
+    >>> from refq.kernels.gemm import pack_weight
+    >>> w = pack_weight(np.array([[2, -1]], np.int8))
+    >>> x = np.array([[3, 5]], np.uint8)
+    >>> quantized_linear_dequant(x, 1, w, 0, np.array([10], np.int32), 0.5)   # 0.5 * 10
+    array([[5.]], dtype=float32)
+    """
+    acc, rs, cs, zx, zw, k, bias, lead = _prepare(
+        x_q, x_zero_point, packed_w, w_zero_point, bias_int32
+    )
+    n = acc.shape[1]
+    sc = np.asarray(out_scale, dtype=np.float64)
+    if sc.shape not in ((), (n,)) or not np.all(np.isfinite(sc)):
+        raise ValueError(f"out_scale must be finite, scalar or shape ({n},)")
+    sc = np.ascontiguousarray(np.broadcast_to(sc, (n,)), dtype=np.float32)
+    out = np.empty(acc.shape, dtype=np.float32)
+    bad = np.zeros(acc.shape[0], dtype=np.bool_)
+    _epilogue_dequant(acc, rs, cs, zx, zw, k, bias, sc, out, bad)
     _raise_if(bad)
     return out.reshape(*lead, n)
