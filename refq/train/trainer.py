@@ -106,10 +106,11 @@ def train(
     task: Task,
     cfg: TrainConfig,
     log: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``task`` for ``cfg.steps`` steps; returns the logged history
     (one dict per ``log_every`` steps: step, loss (mean since the last log), lr, grad_norm,
-    seconds).
+    seconds). ``on_step(step)``, if given, runs before each step (QAT freezes observers with it).
     """
     cfg.validate()
     model.train()
@@ -120,6 +121,8 @@ def train(
     t0, acc, n_acc = time.perf_counter(), 0.0, 0
     batches = task.batches(cfg.batch_size, cfg.steps, seed=cfg.seed)
     for step, batch in enumerate(batches, start=1):
+        if on_step is not None:
+            on_step(step)
         model.zero_grad()
         loss = loss_and_backward(model, batch, loss_fn)
         norm = clip_grad_norm(grads, cfg.clip)
