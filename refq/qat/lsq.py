@@ -11,6 +11,7 @@ ATen ``_fake_quantize_learnable_per_tensor_affine_backward``). With ``v = x / s`
     d x_hat/ds   round(v) - v       inside     (LSQ eq. 3: -v + round(v))   STE through round
                  quant_min - z      below      (clamped: exact derivative)
                  quant_max - z      above
+                 (in one line: (q - z) - [inside] * x / s, q the clamped code)
     d x_hat/dz   0 inside, -s where clamped (learned zero point, STE through round(z))
     grad scale   both gradients are multiplied by g = 1 / sqrt(N * quant_max)     (LSQ sec. 2.2)
     init         s = 2 * mean(|x|) / sqrt(quant_max)                              (LSQ sec. 2.1)
@@ -300,7 +301,9 @@ class LSQFakeQuantize(FakeQuantBase):
         )  # fmt: skip
         codes = np.clip(q_unclamped, self.quant_min, self.quant_max)  # the clamp of A1
         y = dequantize_affine(codes, s, z, self.axis)  # A2, float32
-        self._cache = {"shape": x.shape, "off": False, "x": x, "q_unclamped": q_unclamped}
+        self._cache = {
+            "shape": x.shape, "off": False, "x": x, "codes": codes, "q_unclamped": q_unclamped,
+        }  # fmt: skip
         return y.astype(x.dtype, copy=False)
 
     def _per_scale(self, a: np.ndarray) -> np.ndarray:
@@ -324,27 +327,26 @@ class LSQFakeQuantize(FakeQuantBase):
         c = self._cache
         if c["off"]:
             return dout
-        x, q_unclamped = c["x"], c["q_unclamped"]
+        x, codes, q_unclamped = c["x"], c["codes"], c["q_unclamped"]
         qmin, qmax = self.quant_min, self.quant_max
         ct = np.result_type(x.dtype, dout.dtype, self.params["scale"].dtype)
         s = self._expand(np.asarray(self.params["scale"], np.float32), x.ndim).astype(ct)
         z = self._expand(self.zero_point_int(), x.ndim)  # int32
-        below, above = q_unclamped < qmin, q_unclamped > qmax
-        inside = ~(below | above)
-        # STE, Bengio et al. 2013 (arXiv:1308.3432); bounds inclusive, before the clamp:
-        dx = dout * ((q_unclamped >= qmin) & (q_unclamped <= qmax))
-        # LSQ (arXiv:1902.08153, eq. 3): round(x/s) - x/s inside; the clamp's code offsets outside
-        v = x.astype(ct) / s  # (same division as A1)
-        round_v = (q_unclamped.astype(np.int64) - z).astype(ct)  # round(x / s) where inside
-        dscale = np.where(inside, round_v - v, np.where(below, qmin - z, qmax - z).astype(ct))
+        inside = (q_unclamped >= qmin) & (q_unclamped <= qmax)  # inclusive, before the clamp
+        dx = dout * inside  # STE, Bengio et al. 2013 (arXiv:1308.3432)
+        # LSQ (arXiv:1902.08153, eq. 3), x_hat = (q - z) * s with q the clamped code:
+        #   d x_hat / d s = (q - z) - [inside] * x / s
+        # inside: round(x/s) - x/s; clamped: quant_min - z or quant_max - z (no rounding there).
+        v = x.astype(ct, copy=False) / s  # the same division as A1
+        dscale = (codes - z).astype(ct) - v * inside  # (q - z) is int32, exact
+        dout_c = dout.astype(ct, copy=False)
         n = x.size if self.axis is None else x.size // x.shape[normalize_axis(self.axis, x.ndim)]
         g = lsq_grad_scale(n, qmax) if self.grad_scale else 1.0
         gs = self.grads["scale"]
-        gs += (g * self._per_scale(dout.astype(ct) * dscale)).astype(gs.dtype)
-        if self.learn_zero_point:
-            dzero = np.where(inside, 0, -s).astype(ct)  # x_hat = (q_clamped - z) * s
+        gs += (g * self._per_scale(dout_c * dscale)).astype(gs.dtype)
+        if self.learn_zero_point:  # d x_hat / d z = -s where clamped, 0 inside (STE on round z)
             gz = self.grads["zero_point"]
-            gz += (g * self._per_scale(dout.astype(ct) * dzero)).astype(gz.dtype)
+            gz += (g * self._per_scale(dout_c * (-s * ~inside))).astype(gz.dtype)
         self.check_finite(np.asarray(gs), "scale gradient")
         return dx.astype(dout.dtype, copy=False)
 
