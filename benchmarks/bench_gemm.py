@@ -4,6 +4,8 @@
     python benchmarks/bench_gemm.py --threads  # + alternating BLAS / Numba (threading policy)
     python benchmarks/bench_gemm.py --compile  # + first-call (compile) cost, cold and cached
     python benchmarks/bench_gemm.py --quick    # fewer shapes, shorter timings
+    python benchmarks/bench_gemm.py --single   # one core each: OPENBLAS_NUM_THREADS=1 and
+                                               # REFQ_NUM_THREADS=1 (re-executes itself)
 
 G-ops/s counts a multiply-add as 2 ops (2 M N K). Each time is the best of several timed batches
 (the minimum is the least disturbed by other processes). Ratios are to NumPy float32 ``a @ b``
@@ -259,7 +261,13 @@ def main() -> int:
     p.add_argument("--threads", action="store_true", help="measure the threading policy")
     p.add_argument("--compile", action="store_true", help="measure the first-call cost")
     p.add_argument("--no-slow", action="store_true", help="skip the reference / NumPy int32 runs")
+    p.add_argument("--single", action="store_true", help="one thread for OpenBLAS and for refq")
     args = p.parse_args()
+    if args.single and os.environ.get("REFQ_BENCH_SINGLE") != "1":
+        # OpenBLAS reads its thread count when NumPy loads: start again with it set
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", REFQ_NUM_THREADS="1")
+        env["REFQ_BENCH_SINGLE"] = "1"
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     budget = 0.1 if args.quick else 0.4
     print(machine_header())
     square = [(s, s, s) for s in ((128, 512) if args.quick else (128, 256, 512, 768, 1024))]

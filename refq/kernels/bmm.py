@@ -14,21 +14,40 @@ With zero points (``bmm_int8_acc``), the gemmlowp expansion as in ``linear``:
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from refq.kernels.gemm import NR, _check_activation, gemm_batched
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
-def _pack_batch(b: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """``b (B, K, N)`` int8 -> kernel layout of each ``b[i].T``, one after the other."""
+@njit(parallel=True, cache=True)
+def _pack_batch_jit(b, n_pad, k_pad, data, col_sums):  # (B, K, N) int8, any strides
+    nb, k_, n_ = b.shape
+    kg = k_pad // 4
+    for i in prange(nb):
+        base = i * n_pad * k_pad
+        data[base : base + n_pad * k_pad] = 0  # padding rows / columns
+        s = np.zeros(n_, dtype=np.int32)
+        for k in range(k_):
+            g, t = k // 4, k % 4
+            for n in range(n_):  # b[i, k, :] is contiguous for a C-ordered b
+                v = b[i, k, n]
+                s[n] += np.int32(v)
+                # packed[i, p, g, j, t] = b[i, 4g + t, 64p + j]
+                data[base + (((n // NR) * kg + g) * NR + n % NR) * 4 + t] = v
+        col_sums[i, :] = s
+
+
+def _pack_batch(b: np.ndarray) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """``b (B, K, N)`` int8 -> (kernel layout of each ``b[i].T`` one after the other, n_pad,
+    k_pad, column sums ``(B, N)`` int32), in one jitted pass (any strides)."""
     nb, k, n = b.shape
     n_pad, k_pad = -(-n // NR) * NR, -(-k // 4) * 4
-    bp = np.zeros((nb, k_pad, n_pad), dtype=np.int8)
-    bp[:, :k, :n] = b
-    # (B, Kp, Np) -> (B, G, 4, P, 64) -> (B, P, G, 64, 4): packed[b, p, g, n, t] = b[4g+t, 64p+n]
-    data = bp.reshape(nb, k_pad // 4, 4, n_pad // NR, NR).transpose(0, 3, 1, 4, 2)
-    return np.ascontiguousarray(data).reshape(-1), n_pad, k_pad
+    data = np.empty(nb * n_pad * k_pad, dtype=np.int8)
+    col_sums = np.empty((nb, n), dtype=np.int32)
+    _pack_batch_jit(b, n_pad, k_pad, data, col_sums)
+    return data, n_pad, k_pad, col_sums
 
 
 def bmm_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -49,8 +68,7 @@ def bmm_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         raise ValueError(f"b must be 3-D (B, K, N), got shape {b.shape}")
     if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[1]:
         raise ValueError(f"shapes {a.shape} @ {b.shape} do not form (B, M, K) @ (B, K, N)")
-    data, n_pad, k_pad = _pack_batch(b)
-    col_sums = b.sum(axis=1, dtype=np.int64).astype(np.int32)  # (B, K, N) -> (B, N)
+    data, n_pad, k_pad, col_sums = _pack_batch(b)  # col_sums: (B, K, N) -> (B, N)
     return gemm_batched(a, data, b.shape[2], n_pad, k_pad, col_sums)
 
 

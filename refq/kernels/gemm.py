@@ -33,6 +33,7 @@ from numba import njit, prange
 
 from refq.kernels import simd
 from refq.kernels.simd import MR, NR
+from refq.kernels.threads import get_num_threads
 
 INT32_MAX = 2**31 - 1
 KC = 256  # k bytes per cache block (64 groups of 4): the weight block is 256 * 64 B = 16 KiB
@@ -347,8 +348,6 @@ def gemm_batched(
         )  # offset trick: start at -128 colsum
         ax = 0x80808080 - (1 << 32)  # the xor mask as a signed int32 value
     c = np.empty((nb, m, n_pad), dtype=np.int32)
-    from refq.kernels.threads import get_num_threads  # local: threads imports nothing of ours
-
     threads = get_num_threads()
     mb, m_blocks = _tiling(nb, m, n_panels, threads)
     ntiles = nb * m_blocks * n_panels
