@@ -14,7 +14,6 @@ from refq.calibration import MinMaxObserver
 from refq.nn.linear import Linear
 from refq.nn.module import Module
 from refq.qat import FakeQuantize, fake_quant_modules, set_fake_quant, set_observers, ste_for
-from refq.quant.affine import quant_range
 from refq.quant.linear import LinearQuantizer, QParams
 from refq.quant.log import LogQuantizer
 from refq.quant.pow2 import PowerOfTwoQuantizer
@@ -378,10 +377,6 @@ def test_bad_arguments():
     bad.disable_observer()
     with pytest.raises(ValueError, match="STE mask must be a bool array"):
         bad(F32([0.1, 0.2]))
-
-
-def test_quant_range_sanity_used_above():
-    assert quant_range(4, True) == (-8, 7)  # the grids the hand-worked tests rely on
 
 
 def test_switch_every_node_of_a_model():

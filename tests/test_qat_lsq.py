@@ -406,3 +406,13 @@ def test_lazy_init_after_to_dtype_float64():
     m = LSQFakeQuantize(sym4(axis=0), learn_zero_point=False).to_dtype(np.float64)
     m(np.ones((2, 3)))
     assert m.params["scale"].dtype == np.float64 and m.grads["scale"].shape == (2,)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_huge_clipped_values_with_a_tiny_scale_give_finite_gradients():
+    # x / s overflows float32 to inf for 1e33 / 1.19e-7; the element is clamped, so its scale
+    # gradient is quant_max - z = 7 (no x / s term), not inf * 0 = NaN.
+    m = LSQFakeQuantize(sym4(), scale=float(FLOAT32_EPS), grad_scale=False)
+    m(F32([1e33, -1e33]))
+    m.backward(F32([1.0, 1.0]))
+    assert float(m.grads["scale"]) == 7 - 8

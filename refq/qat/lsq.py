@@ -337,8 +337,9 @@ class LSQFakeQuantize(FakeQuantBase):
         # LSQ (arXiv:1902.08153, eq. 3), x_hat = (q - z) * s with q the clamped code:
         #   d x_hat / d s = (q - z) - [inside] * x / s
         # inside: round(x/s) - x/s; clamped: quant_min - z or quant_max - z (no rounding there).
-        v = x.astype(ct, copy=False) / s  # the same division as A1
-        dscale = (codes - z).astype(ct) - v * inside  # (q - z) is int32, exact
+        with np.errstate(over="ignore"):  # |x / s| -> inf only where clamped: not used there
+            v = x.astype(ct, copy=False) / s  # the same division as A1
+        dscale = (codes - z).astype(ct) - np.where(inside, v, 0)  # (q - z) int32, exact
         dout_c = dout.astype(ct, copy=False)
         n = x.size if self.axis is None else x.size // x.shape[normalize_axis(self.axis, x.ndim)]
         g = lsq_grad_scale(n, qmax) if self.grad_scale else 1.0
