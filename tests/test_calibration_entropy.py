@@ -122,6 +122,23 @@ def test_uniform_data_keeps_the_full_range_and_nonnegative_is_unsigned():
     assert float(signed.calculate_range()[0]) == -1.0
 
 
+def test_stride_subsamples_the_same_curve():
+    rng = np.random.default_rng(6)
+    bins = rng.integers(1, 40, 500).astype(np.float64)
+    full = kl_divergences(bins, 16, 16, 1e-4)
+    np.testing.assert_allclose(kl_divergences(bins, 16, 16, 1e-4, 7), full[::7], rtol=1e-12)
+    x = rng.laplace(size=20_000)
+    a, b = EntropyObserver(stride=1), EntropyObserver(stride=4)
+    a.observe(x)
+    b.observe(x)
+    ta, tb = float(a.calculate_range()[1]), float(b.calculate_range()[1])
+    np.testing.assert_allclose(b.divergences[0], a.divergences[0][::4], rtol=1e-12)
+    assert min(b.divergences[0]) >= min(a.divergences[0])  # a coarser search, never better
+    assert ta != tb or min(b.divergences[0]) == min(a.divergences[0])
+    with pytest.raises(ValueError, match="stride"):
+        EntropyObserver(stride=0)
+
+
 def test_fewer_bits_clip_more():
     x = np.random.default_rng(3).standard_normal(100_000)
     t = []

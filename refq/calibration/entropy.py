@@ -92,9 +92,11 @@ class EntropyObserver(Observer):
             range ``(0, t)``); True/False forces it.
         replace_zero_bin: pytorch-quantization's ``bins[0] = bins[1]`` (default True).
         eps: smoothing of Q's zeros (counts).
+        stride: try every ``stride``-th threshold bin only (TensorRT's ``stride``; the cost
+            is O(K / stride * levels) per channel, about 8 ms for K = 2048, 128 levels).
         axis: per channel (one ``|x|`` histogram per channel), or None.
 
-    ``self.divergences`` keeps the last KL curve per channel (index ``i - start``).
+    ``self.divergences`` keeps the last KL curve per channel (index ``(i - start) // stride``).
 
     >>> rng = np.random.default_rng(0)
     >>> obs = EntropyObserver()
@@ -112,6 +114,7 @@ class EntropyObserver(Observer):
         unsigned: bool | None = None,
         replace_zero_bin: bool = True,
         eps: float = 1e-4,
+        stride: int = 1,
         axis: int | None = None,
         engine: str = "numba",
     ) -> None:
@@ -126,6 +129,9 @@ class EntropyObserver(Observer):
             raise ValueError(f"bits must be an integer in [2, 16], got {bits!r}")
         if not 0 < eps < 0.01:
             raise ValueError(f"eps must be in (0, 0.01), got {eps}")
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        self.stride = int(stride)
         self.bins, self.engine = bins, engine
         StreamingHistogram(bins, engine=engine)  # validate bins and engine now
         self.bits = int(getattr(quantizer, "bits", bits)) if quantizer is not None else int(bits)
@@ -163,7 +169,8 @@ class EntropyObserver(Observer):
                 t, div = amax, np.zeros(1)
             else:
                 div = self._divergences(bins, levels, w, unsigned)
-                i_best = levels + (len(div) - 1 - int(np.argmin(div[::-1])))  # last argmin
+                last_argmin = len(div) - 1 - int(np.argmin(div[::-1]))  # ties: largest t
+                i_best = levels + self.stride * last_argmin
                 t = min(i_best * w, amax)
             self.divergences.append(div)
             los.append(0.0 if unsigned else -t)
@@ -172,11 +179,11 @@ class EntropyObserver(Observer):
 
     def _divergences(self, bins: np.ndarray, levels: int, w: float, unsigned: bool):
         if self.quantizer is None:
-            return kl_divergences(bins, levels, levels, self.eps)
+            return kl_divergences(bins, levels, levels, self.eps, self.stride)
         qz = copy.deepcopy(self.quantizer)
         centers = ((np.arange(len(bins)) + 0.5) * w).astype(np.float32)  # (K,)
         out = []
-        for i in range(levels, len(bins) + 1):
+        for i in range(levels, len(bins) + 1, self.stride):
             t = np.float32(i * w)
             qz.set_range(np.float32(0.0) if unsigned else -t, t)
             _, group = np.unique(qz.fake_quant(centers[:i]), return_inverse=True)  # (i,)

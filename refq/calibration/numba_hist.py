@@ -86,50 +86,57 @@ def affine_pair_search(e_lo, p0_lo, left, e_hi, p0_hi, right, z, levels, include
 
 
 @numba.njit(cache=True, nogil=True)
-def kl_divergences(bins, levels, start, eps):  # (K,) float64 -> (K - start + 1,) float64
-    """TensorRT's KL divergence for every threshold bin ``i`` in ``[start, K]``.
+def kl_divergences(bins, levels, start, eps, stride=1):  # (K,) float64 -> (n,) float64
+    """TensorRT's KL divergence for threshold bins ``i = start, start + stride, ..., <= K``.
+
+    O(K / stride * levels).
 
     P = bins[:i] with the clipped tail sum(bins[i:]) added to P[i-1];
-    Q = bins[:i] merged into ``levels`` groups (bin j -> group j * levels // i), each group's
-        total spread evenly over its non-empty bins (empty bins stay 0);
+    Q = bins[:i] merged into ``levels`` groups (bin j -> group j * levels // i, so group g is
+        bins [ceil(g i / levels), ceil((g + 1) i / levels))), each group's total G_g spread
+        evenly over its n_g non-empty bins (empty bins stay 0);
     zeros of Q smoothed: q_j = eps where q_j == 0, q_j - eps * n0 / n1 elsewhere (counts);
-    KL(P || Q) = sum_{p_j > 0} p_j log(p_j / q_j) with P, Q normalised to sum 1.
+    KL(P || Q) = sum_{p_j > 0} p_j/T log((p_j/T) / (q_j/S)),  T = sum(bins), S = sum(bins[:i]).
+
+    Every non-empty bin of a group has the same q, so with prefix sums the sum is per group:
+        sum p log q = sum_g G_g log(G_g / n_g - eps1) + tail * log(q_{i-1})
+        KL = (sum p log p - sum p log q) / T - log T + log S
+    ``entropy.entropy_divergences_reference`` is the bin-by-bin NumPy form (tested equal).
     """
     k = bins.shape[0]
-    out = np.full(k - start + 1, np.inf)
-    suffix = np.zeros(k + 1)
-    for j in range(k - 1, -1, -1):
-        suffix[j] = suffix[j + 1] + bins[j]
-    total = suffix[0]
-    gsum = np.zeros(levels)
-    gcnt = np.zeros(levels)
-    for i in range(start, k + 1):
-        gsum[:] = 0.0
-        gcnt[:] = 0.0
-        n1 = 0
-        qtot = 0.0
-        for j in range(i):
-            if bins[j] > 0:
-                g = (j * levels) // i
-                gsum[g] += bins[j]
-                gcnt[g] += 1.0
-                n1 += 1
-                qtot += bins[j]
+    out = np.full((k - start) // stride + 1, np.inf)
+    csum = np.zeros(k + 1)  # counts left of edge j
+    cnz = np.zeros(k + 1)  # non-empty bins left of edge j
+    cplogp = np.zeros(k + 1)  # sum of b log b left of edge j
+    for j in range(k):
+        b = bins[j]
+        csum[j + 1] = csum[j] + b
+        cnz[j + 1] = cnz[j] + (1.0 if b > 0 else 0.0)
+        cplogp[j + 1] = cplogp[j] + (b * math.log(b) if b > 0 else 0.0)
+    total = csum[k]
+    for i in range(start, k + 1, stride):
+        n1 = cnz[i]
         if n1 == 0:
             continue
         eps1 = eps * (i - n1) / n1
-        kl = 0.0
-        for j in range(i):
-            p = bins[j]
-            if j == i - 1:
-                p += suffix[i]
-            if p <= 0:
+        tail = total - csum[i]
+        last = bins[i - 1]
+        p_last = last + tail
+        plogp = cplogp[i - 1] + (p_last * math.log(p_last) if p_last > 0 else 0.0)
+        plogq = 0.0
+        q_last = eps
+        for g in range(levels):
+            a = (g * i + levels - 1) // levels  # first bin of group g
+            b = ((g + 1) * i + levels - 1) // levels  # one past its last bin
+            ng = cnz[b] - cnz[a]
+            if ng == 0:
                 continue
-            if bins[j] > 0:
-                g = (j * levels) // i
-                q = gsum[g] / gcnt[g] - eps1
-            else:
-                q = eps
-            kl += (p / total) * math.log((p / total) / (q / qtot))
-        out[i - start] = kl
+            gsum = csum[b] - csum[a]
+            q = gsum / ng - eps1
+            plogq += gsum * math.log(q)
+            if a <= i - 1 < b and last > 0:
+                q_last = q
+        if tail > 0:
+            plogq += tail * math.log(q_last)
+        out[(i - start) // stride] = (plogp - plogq) / total - math.log(total) + math.log(csum[i])
     return out
