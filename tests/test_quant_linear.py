@@ -333,3 +333,25 @@ def test_functional_errors():
         quantize_affine(np.ones(2), F32(1.0), 0.5, 0, 255)
     with pytest.raises(ValueError, match="quant_min .* must be < quant_max"):
         quantize_affine(np.ones(2), F32(1.0), np.int32(0), 5, 5)
+
+
+def test_constant_tensor_does_not_divide_by_zero():
+    """x_max == x_min: the range is widened to contain 0, so a constant c != 0 gets the range
+    [0, c] (c is representable: affine maps it to quant_max); an all-zero tensor gets the eps
+    scale and comes back as exact zeros."""
+    c = np.full(6, 3.25)
+    with np.errstate(all="raise"):
+        qz = LinearQuantizer(bits=8).fit(c)
+        assert qz.fake_quant(c).tolist() == [3.25] * 6
+        assert qz.quantize(c).tolist() == [127] * 6
+        zq = LinearQuantizer(bits=8, symmetric=True).fit(np.zeros(4))
+        assert zq.qparams.scale == EPS
+        assert zq.fake_quant(np.zeros(4)).tolist() == [0.0] * 4
+
+
+def test_qparams_equality_per_channel():
+    a = LinearQuantizer(bits=8, axis=0).set_range(np.array([-1.0, 0.0]), np.array([1.0, 2.0]))
+    b = LinearQuantizer(bits=8, axis=0).set_range(np.array([-1.0, 0.0]), np.array([1.0, 2.0]))
+    c = LinearQuantizer(bits=8, axis=0).set_range(np.array([-1.0, 0.0]), np.array([1.0, 3.0]))
+    assert a.qparams == b.qparams
+    assert a.qparams != c.qparams

@@ -241,3 +241,13 @@ def test_pow2_errors():
         shift_multiply(np.array([1.5]), np.array([1]))
     with pytest.raises(ValueError, match="NaN or infinite"):
         PowerOfTwoQuantizer().fit(np.array([1.0, np.inf]))
+
+
+def test_log_stochastic_rounding_seeded_and_between_neighbours():
+    x = np.random.default_rng(8).standard_t(3, size=2000)
+    a = LogQuantizer(bits=5, rounding="stochastic", seed=1).fit(x).quantize(x)
+    b = LogQuantizer(bits=5, rounding="stochastic", seed=1).fit(x).quantize(x)
+    near = LogQuantizer(bits=5).fit(x).quantize(x)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, near)  # some codes do round the other way
+    assert np.abs(a.astype(int) - near.astype(int)).max() <= 1  # but only to a neighbour

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 MIN_BITS = 2
 MAX_BITS = 16
@@ -54,7 +55,7 @@ class CalibratableQuantizer(Quantizer, Protocol):
     quant_max: int
     axis: int | None
 
-    def set_range(self, min_val, max_val) -> CalibratableQuantizer: ...
+    def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> CalibratableQuantizer: ...
 
     def fit(self, x: np.ndarray) -> CalibratableQuantizer: ...
 
@@ -101,14 +102,22 @@ def as_float_array(x: object, name: str = "x") -> np.ndarray:
 
 
 def as_code_array(q: object, name: str = "q") -> np.ndarray:
-    """``q`` as an integer array (codes must be integers: floats raise TypeError)."""
+    """``q`` as an integer array (codes must be integers: floats raise TypeError).
+
+    >>> as_code_array([1, -2]).tolist()
+    [1, -2]
+    >>> as_code_array([0.5])
+    Traceback (most recent call last):
+    ...
+    TypeError: q must be an integer array of codes, got dtype float64
+    """
     a = np.asarray(q)
     if not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array of codes, got dtype {a.dtype}")
     return a
 
 
-def check_range(min_val: object, max_val: object) -> tuple[np.ndarray, np.ndarray]:
+def check_range(min_val: ArrayLike, max_val: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Validate a (min_val, max_val) pair: finite, same shape, ``max_val >= min_val``.
 
     Returns both as float32 arrays. ``max_val == min_val`` (a constant tensor) is allowed.

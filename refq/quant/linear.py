@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .affine import calculate_qparams, dequantize_affine, quant_range, quantize_affine
 from .base import as_float_array, check_bits, check_range, reduce_minmax
@@ -45,6 +46,19 @@ class QParams:
     quant_max: int
     axis: int | None
     group_size: int | None
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field is equal (arrays compared with ``np.array_equal``)."""
+        if not isinstance(other, QParams):
+            return NotImplemented
+        return (
+            np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.zero_point, other.zero_point)
+            and (self.quant_min, self.quant_max, self.axis, self.group_size)
+            == (other.quant_min, other.quant_max, other.axis, other.group_size)
+        )
+
+    __hash__ = None  # arrays are not hashable
 
 
 class LinearQuantizer:
@@ -117,7 +131,7 @@ class LinearQuantizer:
             f"axis={self.axis}, group_size={self.group_size}, rounding={self.rounding!r})"
         )
 
-    def set_range(self, min_val, max_val) -> LinearQuantizer:
+    def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> LinearQuantizer:
         """Set qparams from the signed data range: scalars, ``(C,)`` per channel, groups shape."""
         lo, hi = check_range(min_val, max_val)
         if self.axis is None and lo.shape != ():

@@ -35,6 +35,7 @@ arXiv:1603.01025 (log-domain quantization, 3-bit activations).
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .base import (
     as_code_array,
@@ -113,7 +114,7 @@ class LogQuantizer:
     def __repr__(self) -> str:
         return f"LogQuantizer(bits={self.bits}, levels={self.levels}, axis={self.axis})"
 
-    def set_range(self, min_val, max_val) -> LogQuantizer:
+    def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> LogQuantizer:
         """``x_max = max(|min_val|, |max_val|)``, ``x_min`` by the constructor's rule (float64)."""
         lo, hi = check_range(min_val, max_val)
         if self.axis is None and lo.shape != ():

@@ -25,6 +25,7 @@ Bits 3..7: M - 1 = 2^(b-1) - 2 octaves must fit float32's exponent range (7 bits
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .base import (
     as_code_array,
@@ -87,7 +88,7 @@ class PowerOfTwoQuantizer:
     def __repr__(self) -> str:
         return f"PowerOfTwoQuantizer(bits={self.bits}, pow2_scale={self.pow2_scale})"
 
-    def set_range(self, min_val, max_val) -> PowerOfTwoQuantizer:
+    def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> PowerOfTwoQuantizer:
         """Top level at ``max(|min_val|, |max_val|)`` (rounded up to 2^k if pow2_scale)."""
         lo, hi = check_range(min_val, max_val)
         if self.axis is None and lo.shape != ():
