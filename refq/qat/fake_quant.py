@@ -167,6 +167,11 @@ class FakeQuantize(FakeQuantBase):
     clamping). Log and power-of-two quantizers use ``refq.qat.log_ste``; see the module
     docstring for the others. No parameters: ``params`` and ``grads`` are empty.
 
+    For a linear quantizer the node evaluates A1-A2 through ``refq.quant.affine`` with the
+    quantizer's qparams, rounding mode and generator, keeping the codes from before the clamp
+    for the STE: the output is bit-identical to ``quantizer.fake_quant(x)`` (tested, stochastic
+    rounding included). Other quantizers are called as they are: ``quantizer.fake_quant(x)``.
+
     Args:
         quantizer: any refq quantizer (or an object with its three methods); the node sets its
             range and, for linear ones, ``quantizer.qparams`` is what ``convert`` reads.
