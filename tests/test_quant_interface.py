@@ -111,3 +111,21 @@ def test_low_bit_codes_pack_losslessly(qz):
     signed = np.issubdtype(q.dtype, np.signedinteger)
     back = unpack_bits(pack_bits(q, field), field, q.shape[-1], signed)
     assert np.array_equal(qz.dequantize(back), qz.dequantize(q))
+
+
+def test_user_defined_quantizer_drives_a_range_search():
+    """Observers that search a clipping range take the target grid from ``quantizer=``: a
+    user-defined quantizer works there too (the ternary grid wants a range well inside max|x|)."""
+    cal = pytest.importorskip("refq.calibration")
+    x = np.random.default_rng(0).normal(size=10_000)
+    obs = cal.HistogramObserver(quantizer=TernaryQuantizer())
+    obs.observe(x)
+    lo, hi = obs.calculate_range()
+    assert lo < 0 < hi < 0.8 * np.abs(x).max()
+    searched = TernaryQuantizer().set_range(lo, hi)
+    naive = TernaryQuantizer().fit(x)
+    assert mse_of(searched, x) < mse_of(naive, x)
+
+
+def mse_of(qz, x):
+    return float(np.mean((qz.fake_quant(x) - x) ** 2))
