@@ -34,6 +34,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: per task)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: per task)")
     p.add_argument("--log-every", type=int, default=None, help="progress line every N steps")
+    p.add_argument("--d-model", type=int, default=None, help="model width (default: per task)")
+    p.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default: per task)")
+    p.add_argument("--layers", type=int, default=None, help="encoder and decoder depth")
+    p.add_argument("--pre-ln", action="store_true", help="pre-LN blocks (default: post-LN)")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out examples to score")
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     return p

@@ -53,7 +53,7 @@ class TrainConfig:
 DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "reverse": (
         dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2),
-        dict(steps=1500, batch_size=64, lr=2e-3, warmup=100),
+        dict(steps=1000, batch_size=64, lr=2e-3, warmup=100),
     ),
     "sort": (
         dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2),
@@ -71,11 +71,15 @@ DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 
 def default_configs(
-    task: Task, seed: int = 0, **train_overrides: Any
+    task: Task,
+    seed: int = 0,
+    model_overrides: dict[str, Any] | None = None,
+    **train_overrides: Any,
 ) -> tuple[TransformerConfig, TrainConfig]:
-    """The model and training configuration ``refq train`` uses for ``task``."""
+    """The model and training configuration ``refq train`` uses for ``task``; None-valued
+    overrides are ignored."""
     model_kw, train_kw = DEFAULTS.get(task.name, ({}, {}))
-    model_kw = dict(model_kw)
+    model_kw = {**model_kw, **{k: v for k, v in (model_overrides or {}).items() if v is not None}}
     if task.kind == "classification":
         model_kw.update(kind="classifier", n_classes=task.n_classes)
     cfg = TransformerConfig(
@@ -155,12 +159,13 @@ def train_task(
     task: Task,
     seed: int = 0,
     log: Callable[[dict[str, Any]], None] | None = None,
+    model_overrides: dict[str, Any] | None = None,
     **train_overrides: Any,
 ) -> tuple[Module, TransformerConfig, TrainConfig, list]:
     """Build the default model for ``task`` and train it.
 
     Returns (model, cfg, train_cfg, history)."""
-    cfg, tcfg = default_configs(task, seed, **train_overrides)
+    cfg, tcfg = default_configs(task, seed, model_overrides, **train_overrides)
     model = build_model(cfg)
     history = train(model, task, tcfg, log)
     return model, cfg, tcfg, history

@@ -1,0 +1,52 @@
+"""The ``refq train`` and ``refq eval`` commands: JSON contract and errors."""
+
+from __future__ import annotations
+
+import json
+
+from refq.cli import main
+
+KEYS = {"token_accuracy", "exact_match", "precision", "recall", "f1", "size_bytes", "seconds"}
+
+
+def test_train_then_eval_json(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    rc = main(
+        [
+            "train",
+            "--task",
+            "reverse",
+            "--out",
+            str(out),
+            "--steps",
+            "20",
+            "--log-every",
+            "10",
+            "--eval-n",
+            "100",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("step     10") for line in lines)  # progress while training
+    res = json.loads(lines[-1])
+    assert KEYS <= set(res) and res["steps"] == 20 and out.exists()
+    assert all(0.0 <= res[k] <= 1.0 for k in ("token_accuracy", "exact_match", "f1"))
+    assert res["size_bytes"] > 5_000
+
+    assert main(["eval", str(out), "--n", "100", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert KEYS <= set(ev) and ev["kind"] == "float" and ev["task"] == "reverse"
+    # the same model, the same held-out set: the same numbers as at the end of training
+    for k in ("token_accuracy", "exact_match", "precision", "recall", "f1", "size_bytes"):
+        assert ev[k] == res[k]
+
+
+def test_eval_errors(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    assert main(["eval", str(bad)]) == 2
+    assert "truncated or not a refq checkpoint" in capsys.readouterr().err
