@@ -131,10 +131,11 @@ def test_stride_subsamples_the_same_curve():
     a, b = EntropyObserver(stride=1), EntropyObserver(stride=4)
     a.observe(x)
     b.observe(x)
-    ta, tb = float(a.calculate_range()[1]), float(b.calculate_range()[1])
+    a.calculate_range()
+    tb = float(b.calculate_range()[1])
     np.testing.assert_allclose(b.divergences[0], a.divergences[0][::4], rtol=1e-12)
     assert min(b.divergences[0]) >= min(a.divergences[0])  # a coarser search, never better
-    assert ta != tb or min(b.divergences[0]) == min(a.divergences[0])
+    assert tb in [(16 * 8 + 4 * k) * b.hist.width[0] for k in range(len(b.divergences[0]))]
     with pytest.raises(ValueError, match="stride"):
         EntropyObserver(stride=0)
 

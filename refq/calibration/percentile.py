@@ -64,6 +64,10 @@ class PercentileObserver(Observer):
         self.max_val: np.ndarray | None = None
 
     def _observe(self, xc: np.ndarray) -> None:
+        if not self.symmetric:  # the histogram tracks the exact signed range itself
+            self.hist.add(xc)  # (C, N)
+            self.min_val, self.max_val = self.hist.min_val, self.hist.max_val
+            return
         lo = xc.min(axis=1).astype(np.float64)  # (C, N) -> (C,)
         hi = xc.max(axis=1).astype(np.float64)
         if self.min_val is None:
@@ -71,7 +75,7 @@ class PercentileObserver(Observer):
         else:
             self.min_val = np.minimum(self.min_val, lo)
             self.max_val = np.maximum(self.max_val, hi)
-        self.hist.add(np.abs(xc) if self.symmetric else xc)  # (C, N)
+        self.hist.add(np.abs(xc))  # (C, N) histogram of |x|
 
     def _calculate_range(self) -> tuple[np.ndarray, np.ndarray]:
         q = self.percentile / 100.0
