@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import refq.ptq  # noqa: F401  (registers the loader of quantized checkpoints)
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -32,6 +32,7 @@ from refq.ptq.convert import (
 from refq.ptq.observed import ObservedLinear, ObservedMatMul
 from refq.ptq.qconfig import OBSERVERS, W4A8, W8A8, W8A8_LOG, QConfig, get_qconfig, make_observer
 from refq.ptq.quantized import QuantizedLinear, QuantizedMatMul
+from refq.ptq.serialize import save_quantized  # also registers the quantized loader
 
 __all__ = [
     "OBSERVERS",
@@ -52,4 +53,5 @@ __all__ = [
     "quantizable_layers",
     "quantize_weight",
     "quantized_layers",
+    "save_quantized",
 ]
