@@ -53,8 +53,15 @@ class Embedding(Module):
     def backward(self, dout: np.ndarray) -> None:
         if self._ids is None:
             raise RuntimeError("Embedding.backward called before forward")
-        # (N,) ids, (N, dim) rows: scatter-add rows into the table
-        np.add.at(self.grads["weight"], self._ids.reshape(-1), dout.reshape(-1, self.dim))
+        ids = self._ids.reshape(-1)  # (N,)
+        rows = dout.reshape(-1, self.dim)  # (N, dim)
+        # scatter-add rows into the table; sort + segment sums (np.add.reduceat) instead of
+        # np.add.at, which is ~10x slower: order ids, sum each run of equal ids, add once
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])  # (U,)
+        sums = np.add.reduceat(rows[order], starts, axis=0)  # (U, dim)
+        self.grads["weight"][sorted_ids[starts]] += sums
         return None
 
     def __repr__(self) -> str:
