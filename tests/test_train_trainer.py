@@ -65,6 +65,13 @@ def test_nan_loss_stops_with_the_step():
         train(model, task, TrainConfig(steps=10, batch_size=8, log_every=5))
 
 
+def test_on_step_hook_runs_before_each_step():
+    task = get_task("reverse", min_len=2, max_len=4)
+    seen = []
+    train(_tiny(task), task, TrainConfig(steps=3, batch_size=4, log_every=3), on_step=seen.append)
+    assert seen == [1, 2, 3]
+
+
 def test_default_configs_fit_tasks():
     for name in ("reverse", "sort", "addition", "majority"):
         task = get_task(name)

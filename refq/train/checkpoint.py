@@ -104,7 +104,17 @@ register_loader("float", _load_float)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[Module, dict[str, Any]]:
-    """Load a checkpoint written by ``save_checkpoint``: returns (model in eval mode, meta)."""
+    """Load a checkpoint written by ``save_checkpoint``: returns (model in eval mode, meta).
+
+    >>> import os, tempfile
+    >>> from refq.nn import TransformerConfig, build_model
+    >>> m = build_model(TransformerConfig(vocab_size=5, d_model=8, n_heads=2, d_ff=16))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = save_checkpoint(os.path.join(d, "m.npz"), m, {"task": {"name": "reverse"}})
+    ...     m2, meta = load_checkpoint(p)
+    >>> meta["kind"], meta["config"]["d_model"], type(m2).__name__
+    ('float', 8, 'Seq2SeqTransformer')
+    """
     arrays, meta = read_checkpoint(path)
     kind = meta.get("kind")
     if kind not in _LOADERS:

@@ -19,6 +19,12 @@ def greedy_decode(
 
     Returns (B, max_len) int64 tokens without the <bos>; after a row's <eos>, ``pad_id``.
     Ties in argmax go to the lowest token id (``np.argmax``).
+
+    >>> from refq.nn import TransformerConfig, build_model
+    >>> m = build_model(TransformerConfig(vocab_size=6, d_model=8, n_heads=2, d_ff=16))
+    >>> out = greedy_decode(m, np.array([[3, 4, 5], [5, 0, 0]]), max_len=4)
+    >>> out.shape, out.dtype
+    ((2, 4), dtype('int64'))
     """
     if max_len <= 0:
         raise ValueError(f"max_len must be positive, got {max_len}")

@@ -42,6 +42,10 @@ class Batch:
     def __len__(self) -> int:
         return int(self.src.shape[0])
 
+    def slice(self, index: slice) -> Batch:
+        """The rows ``index`` of every array (views)."""
+        return _select(self, index)
+
 
 def sequence_hash(src: np.ndarray) -> np.ndarray:
     """64-bit hash of each row of ``src`` (B, S): polynomial in the tokens, murmur3 finaliser.

@@ -115,6 +115,14 @@ def train(
     """Train ``model`` in place on ``task`` for ``cfg.steps`` steps; returns the logged history
     (one dict per ``log_every`` steps: step, loss (mean since the last log), lr, grad_norm,
     seconds). ``on_step(step)``, if given, runs before each step (QAT freezes observers with it).
+
+    >>> from refq.train.tasks import get_task
+    >>> task = get_task("reverse", min_len=2, max_len=4)
+    >>> model = build_model(TransformerConfig(vocab_size=task.vocab_size, d_model=8, n_heads=2,
+    ...                                       d_ff=16, n_encoder_layers=1, n_decoder_layers=1))
+    >>> hist = train(model, task, TrainConfig(steps=4, batch_size=8, log_every=2))
+    >>> [h["step"] for h in hist], hist[0]["loss"] > 0
+    ([2, 4], True)
     """
     cfg.validate()
     model.train()
