@@ -111,7 +111,7 @@ def test_ranges_drive_linear_and_log_quantizers(name):
         assert np.mean((fq - x) ** 2) < np.var(x)  # better than predicting 0
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.floats(-1e4, 1e4, allow_nan=False, width=32), min_size=1, max_size=50),
     st.sampled_from(sorted(FACTORIES)),

@@ -27,7 +27,9 @@ import numpy as np
 from refq.calibration.numba_hist import rows_bin_add, rows_minmax
 
 E_MIN = -1000  # the smallest exponent; only all-zero data ends here (2**-1000 is representable)
-HEADROOM = 61  # |x| / w < 2**61 always (e >= exponent(max|x|) - 61): bin indices fit int64
+HEADROOM = 40  # |x| / w < 2**40 always (e >= exponent(max|x|) - 40): indices exact as float64
+#                even after adding a bin offset; caps the resolution at 2**-40 relative to
+#                max|x| (reached only by constant or nearly constant data)
 
 
 def _fits(lo: np.ndarray, hi: np.ndarray, e: np.ndarray, bins: int) -> np.ndarray:
@@ -174,5 +176,5 @@ class StreamingHistogram:
         ce = self.clamped_edges()
         a, b = ce[rows, j], ce[rows, j + 1]
         frac = np.where(cnt > 0, (t - prev) / np.maximum(cnt, 1.0), 0.0)
-        est = a + frac * (b - a)
+        est = np.clip(a + frac * (b - a), a, b)  # inside the bin despite rounding
         return np.where(t <= 0, self.min_val, est)

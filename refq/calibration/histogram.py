@@ -226,7 +226,9 @@ class HistogramObserver(Observer):
             his.append((hi + off) * w)
             errs.append(err * w * w / st.n)
         self.error = np.array(errs)
-        return np.array(los), np.array(his)
+        # bin units -> values can round the data ends by an ulp: clamp to the exact range
+        mn, mx = self.hist.min_val, self.hist.max_val
+        return np.clip(np.array(los), mn, mx), np.clip(np.array(his), mn, mx)
 
     def _quantizer_search(self) -> tuple[np.ndarray, np.ndarray]:
         rows = list(self._rows())
@@ -242,14 +244,16 @@ class HistogramObserver(Observer):
         mn, mx = self.hist.min_val, self.hist.max_val  # (R,)
         err_of = _QuantizerError(self.quantizer, centers, counts)
         amax = np.maximum(np.abs(mn), np.abs(mx))
+        # smallest useful t: below min|x| of one-signed data, (-t, t) misses all the data
+        tmin = np.where(mn > 0, mn, np.where(mx < 0, -mx, 0.0))
         if np.array_equal(err_of(-0.5 * amax, amax), err_of(-amax, amax)):  # range-symmetric
 
-            def f(p):  # p (D=1,) or (R, 1): t = p * amax
-                t = np.broadcast_to(p, (len(amax), 1))[:, 0] * amax
+            def f(p):  # p (D=1,) or (R, 1): t = tmin + p * (amax - tmin)
+                t = tmin + np.broadcast_to(p, (len(amax), 1))[:, 0] * (amax - tmin)
                 return err_of(np.maximum(-t, mn), np.minimum(t, mx))
 
             grid = np.linspace(1 / 64, 1.0, 64)[:, None]  # (64, 1)
-            t = _pattern_search(f, grid, self.bins)[:, 0] * amax
+            t = tmin + _pattern_search(f, grid, self.bins)[:, 0] * (amax - tmin)
             lo, hi = np.maximum(-t, mn), np.minimum(t, mx)
         else:
 

@@ -114,14 +114,18 @@ def search_affine(st: BinStats, levels: int, zero: float | None) -> tuple[int, i
 
 
 def search_symmetric(st: BinStats, levels: int, zero: float, tmax: float) -> tuple[float, float]:
-    """Exhaustive symmetric search over ``t`` = every lattice multiple up to ``tmax``, and ``tmax``.
+    """Exhaustive symmetric search over ``t`` = the distance from 0 of every clamped edge.
 
-    ``zero`` is the bin-unit position of 0 (an integer: the lattice is aligned with 0), ``tmax``
-    the largest ``|x|`` in bin units. Returns ``(t, error)``.
+    ``zero`` is the bin-unit position of 0 (the lattice is aligned with 0, so ``-t`` and ``t``
+    are both edges when the data spans 0), ``tmax`` the largest ``|x|`` in bin units (also an
+    edge distance: the clamped last or first edge). Returns ``(t, error)``.
     """
     e = st.edges
     nb = len(e) - 1
-    t = np.append(np.arange(1.0, np.ceil(tmax)), tmax)  # (T,) candidate thresholds
+    t = np.unique(np.abs(e - zero))  # (T,) candidate thresholds, increasing
+    t = t[(t > 0) & (t <= tmax)]
+    if len(t) == 0:  # all data exactly 0
+        return 0.0, 0.0
     lo, hi = zero - t, zero + t
     k = np.clip(np.ceil(lo), 0, nb).astype(np.int64)  # first edge >= lo: bins left of it clip
     k = np.where(lo <= e[0], 0, k)

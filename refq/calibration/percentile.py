@@ -81,5 +81,7 @@ class PercentileObserver(Observer):
         q = self.percentile / 100.0
         if self.symmetric:
             t = self.hist.quantile(q)  # (C,) percentile of |x|
-            return np.maximum(-t, self.min_val), np.minimum(t, self.max_val)
+            mn, mx = self.min_val, self.max_val
+            t = np.maximum(t, np.where(mn > 0, mn, np.where(mx < 0, -mx, 0.0)))  # >= min|x|
+            return np.maximum(-t, mn), np.minimum(t, mx)
         return self.hist.quantile(1.0 - q), self.hist.quantile(q)
