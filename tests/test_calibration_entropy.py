@@ -178,12 +178,26 @@ def test_quantizer_defined_merge(quantizer):
         assert float(hi) == pytest.approx(float(ref.calculate_range()[1]), rel=0.15)
 
 
+def test_per_channel_quantizer_used_per_channel():
+    rng = np.random.default_rng(7)
+    w = rng.laplace(size=(2, 3000)) * np.array([[1.0], [4.0]])
+    q = LinearQuantizer(8, symmetric=True, axis=0)
+    pc = EntropyObserver(quantizer=q, axis=0, stride=8)
+    pc.observe(w)
+    lo, hi = pc.calculate_range()
+    assert q.axis == 0  # the caller's quantizer is untouched
+    for c in range(2):
+        t = EntropyObserver(quantizer=LinearQuantizer(8, symmetric=True), stride=8)
+        t.observe(w[c])
+        assert (lo[c], hi[c]) == t.calculate_range()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="bits"):
         EntropyObserver(bits=1)
     with pytest.raises(ValueError, match="quantizer="):
         EntropyObserver(bits=8, quantizer=LinearQuantizer(8))
-    with pytest.raises(ValueError, match="per-tensor quantizer"):
+    with pytest.raises(ValueError, match="give the observer axis="):
         EntropyObserver(quantizer=LinearQuantizer(8, axis=0))
     with pytest.raises(TypeError, match="set_range"):
         EntropyObserver(quantizer="linear")
