@@ -117,14 +117,24 @@ def test_int4_weights_match_int8_weights():
     np.testing.assert_array_equal(a4, a8)
 
 
-def test_overflow_of_corrected_accumulator_raises():
+def test_overflow_bound_is_checked_before_computing():
+    """Static bound K max|x - z_x| max|w - z_w| + max|bias| <= 2^31 - 1, checked by hand."""
     x = np.full((1, 4), 255, np.uint8)
     w = np.full((1, 4), 127, np.int8)
-    big_bias = np.array([2**31 - 100], np.int32)  # 4 * 255 * 127 + bias > int32
-    with pytest.raises(ValueError, match="overflows int32"):
+    big_bias = np.array([2**31 - 100], np.int32)  # 4 * 255 * 128 + bias > 2^31 - 1
+    with pytest.raises(ValueError, match="could overflow int32"):
         quantized_linear_acc(x, 0, pack_weight(w), 0, big_bias)
-    with pytest.raises(ValueError, match="overflows int32"):
+    with pytest.raises(ValueError, match="could overflow int32"):
         quantized_linear(x, 0, pack_weight(w), 0, big_bias, 1e-6, 0, np.int8)
+    # at the bound: K = 65793, 255 * (-128) each: -65793 * 32640 = -2147483520 >= -2^31, exact
+    k = 65793
+    xk, wk = np.full((1, k), 255, np.uint8), np.full((1, k), -128, np.int8)
+    acc = quantized_linear_acc(xk, 0, pack_weight(wk), 0, np.array([0], np.int32))
+    assert int(acc[0, 0]) == -65793 * 32640
+    with pytest.raises(ValueError, match="could overflow"):  # 65793 * 255 * 128 + 200 > 2^31 - 1
+        quantized_linear_acc(xk, 0, pack_weight(wk), 0, np.array([200], np.int32))
+    with pytest.raises(ValueError, match="could overflow"):  # a zero point widens the range
+        quantized_linear_acc(xk, 0, pack_weight(wk), 3, None)
 
 
 def test_errors_are_clear():

@@ -13,8 +13,9 @@ eq. 7) so that the inner loop stays a pure int8 x int8 product:
 ``colsum`` is computed once in ``pack_weight``; ``rowsum`` once per call, and only when some
 ``z_w != 0`` (symmetric weights, the usual case, skip it). The corrections are added in int64 in
 a fused pass that also requantizes: ``q_out = round(M[n] acc) + z_out`` with
-``M[n] = s_x s_w[n] / s_out`` (float or fixed point, ``refq.kernels.requant``). A corrected value
-outside int32 raises instead of wrapping.
+``M[n] = s_x s_w[n] / s_out`` (float or fixed point, ``refq.kernels.requant``). Before the GEMM,
+the static bound ``K max|x - z_x| max|w - z_w| + max|bias|`` is checked against 2^31 - 1
+(ValueError beyond), so every corrected value fits int32 and the fused loops need no test.
 """
 
 from __future__ import annotations
@@ -22,14 +23,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from refq.kernels.gemm import PackedWeight, matmul_int8_packed
+from refq.kernels.gemm import PackedWeight, gemm_fused
 from refq.kernels.requant import (
     INT32_MAX,
-    INT32_MIN,
-    out_dtype_for,
     quantize_multiplier,
-    requant_fixed_one,
-    requant_float_one,
 )
 
 
@@ -42,51 +39,6 @@ def _row_sums(x):  # (M, K) int8|uint8 -> (M,) int64
             s += np.int64(x[m, k])
         out[m] = s
     return out
-
-
-@njit(inline="always")
-def _corrected(acc, m, n, rs, cs, zx, zw, kzx, bias):
-    return np.int64(acc[m, n]) - zw[n] * rs[m] - zx * cs[n] + kzx * zw[n] + bias[n]
-
-
-@njit(parallel=True, cache=True)
-def _epilogue_acc(acc, rs, cs, zx, zw, k, bias, out, bad):  # -> (M, N) int32
-    for m in prange(acc.shape[0]):
-        for n in range(acc.shape[1]):
-            v = _corrected(acc, m, n, rs, cs, zx, zw, k * zx, bias)
-            if v < INT32_MIN or v > INT32_MAX:
-                bad[m] = True
-            out[m, n] = np.int32(v)
-
-
-@njit(parallel=True, cache=True)
-def _epilogue_fixed(acc, rs, cs, zx, zw, k, bias, m0, shift, zo, qmin, qmax, out, bad):
-    for m in prange(acc.shape[0]):
-        for n in range(acc.shape[1]):
-            v = _corrected(acc, m, n, rs, cs, zx, zw, k * zx, bias)
-            if v < INT32_MIN or v > INT32_MAX:
-                bad[m] = True
-            out[m, n] = requant_fixed_one(v, np.int64(m0[n]), shift[n], zo, qmin, qmax)
-
-
-@njit(parallel=True, cache=True)
-def _epilogue_float(acc, rs, cs, zx, zw, k, bias, mult, zo, qmin, qmax, out, bad):
-    for m in prange(acc.shape[0]):
-        for n in range(acc.shape[1]):
-            v = _corrected(acc, m, n, rs, cs, zx, zw, k * zx, bias)
-            if v < INT32_MIN or v > INT32_MAX:
-                bad[m] = True
-            out[m, n] = requant_float_one(v, mult[n], zo, qmin, qmax)
-
-
-@njit(parallel=True, cache=True)
-def _epilogue_dequant(acc, rs, cs, zx, zw, k, bias, scale, out, bad):  # -> (M, N) float32
-    for m in prange(acc.shape[0]):
-        for n in range(acc.shape[1]):
-            v = _corrected(acc, m, n, rs, cs, zx, zw, k * zx, bias)
-            if v < INT32_MIN or v > INT32_MAX:
-                bad[m] = True
-            out[m, n] = np.float32(v) * scale[n]
 
 
 @njit(parallel=True, cache=True)
@@ -127,6 +79,7 @@ def quantize_input(
 
 
 def _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32):
+    """Validate and build the correction terms: ``(x2 (M, K), rs, ct, zw, lead shape)``."""
     if not isinstance(packed_w, PackedWeight):
         raise TypeError(f"packed_w must be a PackedWeight (from pack_weight), got {type(packed_w)}")
     if not isinstance(x_q, np.ndarray) or x_q.dtype not in (np.int8, np.uint8):
@@ -139,9 +92,10 @@ def _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32):
     zw = np.asarray(w_zero_point)
     if zw.dtype.kind not in "iu" or zw.shape not in ((), (n,)):
         raise ValueError(f"w_zero_point must be an integer scalar or shape ({n},), got {zw!r}")
-    zw = np.broadcast_to(zw.astype(np.int64), (n,)).copy()
+    zw = np.ascontiguousarray(np.broadcast_to(zw.astype(np.int64), (n,)))
     if int(x_zero_point) != x_zero_point:
         raise TypeError(f"x_zero_point must be an integer, got {x_zero_point!r}")
+    zx = int(x_zero_point)
     if bias_int32 is None:
         bias = np.zeros(n, dtype=np.int64)
     else:
@@ -149,18 +103,31 @@ def _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32):
         if b.dtype != np.int32 or b.shape != (n,):
             raise TypeError(f"bias_int32 must be int32 of shape ({n},), got {b.dtype} {b.shape}")
         bias = b.astype(np.int64)
-    acc = matmul_int8_packed(x2, packed_w)  # (M, K) @ (K, N) -> (M, N) int32
-    rs = _row_sums(np.ascontiguousarray(x2)) if np.any(zw) else np.zeros(x2.shape[0], np.int64)
-    cs = packed_w.col_sums.astype(np.int64)
-    return acc, rs, cs, np.int64(x_zero_point), zw, np.int64(k), bias, lead
-
-
-def _raise_if(bad: np.ndarray) -> None:
-    if bad.any():
+    # static bound on |sum_k (x - z_x)(w - z_w) + bias|: beyond int32 we refuse, never wrap
+    xi = np.iinfo(x_q.dtype)
+    ax = max(abs(xi.min - zx), abs(xi.max - zx))
+    aw = int(np.maximum(np.abs(-128 - zw), np.abs(127 - zw)).max()) if n else 0
+    bound = k * ax * aw + (int(np.abs(bias).max()) if n else 0)
+    if bound > INT32_MAX:
         raise ValueError(
-            "the zero-point-corrected accumulator overflows int32 (rows "
-            f"{np.flatnonzero(bad)[:5].tolist()}...): check zero points and the int32 bias"
+            f"the zero-point-corrected accumulator could overflow int32: K * max|x - z_x| * "
+            f"max|w - z_w| + max|bias| = {k} * {ax} * {aw} + max|bias| = {bound} > 2^31 - 1; "
+            "check the zero points and the int32 bias, or split K"
         )
+    x2 = np.ascontiguousarray(x2)  # documented: a strided input is copied
+    rs = _row_sums(x2) if np.any(zw) else np.zeros(x2.shape[0], np.int64)  # (M,) int64
+    ct = bias - zx * packed_w.col_sums.astype(np.int64) + k * zx * zw  # (N,) int64
+    return x2, rs, ct, zw, lead
+
+
+_NONE_F = np.zeros(0, dtype=np.float32)
+_NONE_I = np.zeros(0, dtype=np.int64)
+
+
+def _run_fused(x2, packed_w, mode, rs, ct, zw, out, mult=_NONE_F, m0=_NONE_I, lsh=_NONE_I,
+               rsh=_NONE_I, zo=0, lo=0, hi=0):  # fmt: skip
+    # (M, K) @ (K, N) -> (M, N) with the epilogue applied tile by tile
+    return gemm_fused(x2, packed_w, mode, rs, ct, zw, mult, m0, lsh, rsh, zo, lo, hi, out)
 
 
 def quantized_linear_acc(
@@ -182,14 +149,9 @@ def quantized_linear_acc(
 
     By hand: (3 - 1) * 2 + (5 - 1) * (-1) + 10 = 4 - 4 + 10 = 10.
     """
-    acc, rs, cs, zx, zw, k, bias, lead = _prepare(
-        x_q, x_zero_point, packed_w, w_zero_point, bias_int32
-    )
-    out = np.empty(acc.shape, dtype=np.int32)
-    bad = np.zeros(acc.shape[0], dtype=np.bool_)
-    _epilogue_acc(acc, rs, cs, zx, zw, k, bias, out, bad)
-    _raise_if(bad)
-    return out.reshape(*lead, acc.shape[1])
+    x2, rs, ct, zw, lead = _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32)
+    out = _run_fused(x2, packed_w, 0, rs, ct, zw, np.empty((x2.shape[0], packed_w.n), np.int32))
+    return out.reshape(*lead, packed_w.n)
 
 
 def quantized_linear(
@@ -226,30 +188,27 @@ def quantized_linear(
         raise TypeError(f"out_dtype must be int8 or uint8, got {dt}")
     if mode not in ("float", "fixed_point"):
         raise ValueError(f"mode must be 'float' or 'fixed_point', got {mode!r}")
-    acc, rs, cs, zx, zw, k, bias, lead = _prepare(
-        x_q, x_zero_point, packed_w, w_zero_point, bias_int32
-    )
-    n = acc.shape[1]
+    n = packed_w.n if isinstance(packed_w, PackedWeight) else -1
     mult = np.asarray(multiplier, dtype=np.float64)
     if mult.shape not in ((), (n,)) or not np.all(np.isfinite(mult)) or np.any(mult < 0):
         raise ValueError(f"multiplier must be finite, >= 0, scalar or shape ({n},)")
-    mult = np.broadcast_to(mult, (n,))
+    mult = np.ascontiguousarray(np.broadcast_to(mult, (n,)))
+    x2, rs, ct, zw, lead = _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32)
     info = np.iinfo(dt)
     qmin, qmax = int(info.min), int(info.max)
-    assert out_dtype_for(qmin, qmax) == dt
-    out = np.empty(acc.shape, dtype=dt)
-    bad = np.zeros(acc.shape[0], dtype=np.bool_)
-    zo = np.int64(out_zero_point)
+    out = np.empty((x2.shape[0], n), dtype=dt)
+    zo = int(out_zero_point)
     if mode == "fixed_point":
         m0, shift = quantize_multiplier(mult)
-        _epilogue_fixed(
-            acc, rs, cs, zx, zw, k, bias, m0, shift.astype(np.int64), zo, qmin, qmax, out, bad
+        lsh = np.maximum(-shift, 0).astype(np.int64)  # M >= 1: left shift first
+        rsh = np.maximum(shift, 0).astype(np.int64)
+        m0 = m0.astype(np.int64)
+        _run_fused(
+            x2, packed_w, 2, rs, ct, zw, out, m0=m0, lsh=lsh, rsh=rsh, zo=zo, lo=qmin, hi=qmax
         )
     else:
-        _epilogue_float(
-            acc, rs, cs, zx, zw, k, bias, mult.astype(np.float32), zo, qmin, qmax, out, bad
-        )
-    _raise_if(bad)
+        mult = mult.astype(np.float32)
+        _run_fused(x2, packed_w, 1, rs, ct, zw, out, mult=mult, zo=zo, lo=qmin, hi=qmax)
     return out.reshape(*lead, n)
 
 
@@ -275,16 +234,12 @@ def quantized_linear_dequant(
     >>> quantized_linear_dequant(x, 1, w, 0, np.array([10], np.int32), 0.5)   # 0.5 * 10
     array([[5.]], dtype=float32)
     """
-    acc, rs, cs, zx, zw, k, bias, lead = _prepare(
-        x_q, x_zero_point, packed_w, w_zero_point, bias_int32
-    )
-    n = acc.shape[1]
+    x2, rs, ct, zw, lead = _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32)
+    n = packed_w.n
     sc = np.asarray(out_scale, dtype=np.float64)
     if sc.shape not in ((), (n,)) or not np.all(np.isfinite(sc)):
         raise ValueError(f"out_scale must be finite, scalar or shape ({n},)")
     sc = np.ascontiguousarray(np.broadcast_to(sc, (n,)), dtype=np.float32)
-    out = np.empty(acc.shape, dtype=np.float32)
-    bad = np.zeros(acc.shape[0], dtype=np.bool_)
-    _epilogue_dequant(acc, rs, cs, zx, zw, k, bias, sc, out, bad)
-    _raise_if(bad)
+    out = np.empty((x2.shape[0], n), dtype=np.float32)
+    _run_fused(x2, packed_w, 3, rs, ct, zw, out, mult=sc)
     return out.reshape(*lead, n)
