@@ -788,10 +788,11 @@ def gemm_batched(
     init = np.zeros((nb, n_pad), dtype=np.int32)
     ax = 0
     if a.dtype == np.int8 and isa != "portable":
-        init[:, :n] = col_sums.astype(np.int32) * np.int32(
-            -128
-        )  # offset trick: start at -128 colsum
+        # the offset trick: accumulators start at -128 colsum
+        init[:, :n] = col_sums.astype(np.int32) * np.int32(-128)
         ax = 0x80808080 - (1 << 32)  # the xor mask as a signed int32 value
+    if isa != "portable":
+        a = a.view(np.uint8)  # the micro-kernel reads raw bytes: one compiled variant, not two
     c = np.empty((nb, m, n_pad), dtype=np.int32)
     threads = get_num_threads()
     mb, m_blocks = _tiling(nb, m, n_panels, threads)
@@ -903,6 +904,8 @@ def gemm_fused(
     if a.dtype == np.int8 and isa != "portable":
         init[:n] = packed.col_sums * np.int32(-128)  # offset trick: start at -128 colsum
         ax = 0x80808080 - (1 << 32)
+    if isa != "portable":
+        a = a.view(np.uint8)  # raw bytes (see gemm_batched)
     threads = get_num_threads()
     mb, m_blocks = _tiling(1, m, n_panels, threads)
     ntiles = m_blocks * n_panels
