@@ -24,6 +24,12 @@ def test_train_then_eval_json(tmp_path, capsys):
             "10",
             "--eval-n",
             "100",
+            "--d-model",
+            "16",
+            "--d-ff",
+            "32",
+            "--layers",
+            "1",
             "--json",
         ]
     )
@@ -32,6 +38,10 @@ def test_train_then_eval_json(tmp_path, capsys):
     assert any(line.startswith("step     10") for line in lines)  # progress while training
     res = json.loads(lines[-1])
     assert KEYS <= set(res) and res["steps"] == 20 and out.exists()
+    from refq.train.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(out)
+    assert meta["config"]["d_model"] == 16 and meta["config"]["n_encoder_layers"] == 1
     assert all(0.0 <= res[k] <= 1.0 for k in ("token_accuracy", "exact_match", "f1"))
     assert res["size_bytes"] > 5_000
 

@@ -54,10 +54,18 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    model_overrides = {
+        "d_model": args.d_model,
+        "d_ff": args.d_ff,
+        "n_encoder_layers": args.layers,
+        "n_decoder_layers": args.layers,
+        "norm_first": True if args.pre_ln else None,
+    }
     model, cfg, tcfg, history = train_task(
         task,
         seed=args.seed,
         log=log,
+        model_overrides=model_overrides,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
