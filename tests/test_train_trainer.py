@@ -105,3 +105,24 @@ def test_addition_reaches_95_percent():
 def test_sort_and_majority_train_well():
     _target("sort", 0.95)
     _target("majority", 0.95)
+
+
+def test_decoder_only_lm_on_a_seq2seq_task_smoke():
+    task = get_task("reverse", min_len=2, max_len=4)
+    cfg, tcfg = default_configs(
+        task,
+        model_overrides=dict(kind="lm", **TINY),
+        steps=40,
+        batch_size=32,
+        lr=3e-3,
+        warmup=5,
+        log_every=20,
+    )
+    assert cfg.max_len == task.max_src_len + 1 + task.max_tgt_len
+    model = build_model(cfg)
+    hist = train(model, task, tcfg)
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    m = evaluate(model, task, n=50)  # greedy decoding from the prompt [src <bos>]
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+    with pytest.raises(ValueError, match="needs a seq2seq task"):
+        default_configs(get_task("majority"), model_overrides={"kind": "lm"})

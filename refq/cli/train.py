@@ -38,6 +38,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default: per task)")
     p.add_argument("--layers", type=int, default=None, help="encoder and decoder depth")
     p.add_argument("--pre-ln", action="store_true", help="pre-LN blocks (default: post-LN)")
+    p.add_argument(
+        "--model",
+        choices=["seq2seq", "lm"],
+        default=None,
+        help="for seq2seq tasks: encoder-decoder (default) or decoder-only LM on [src <bos> tgt]",
+    )
     p.add_argument("--eval-n", type=int, default=1000, help="held-out examples to score")
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     return p
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         "n_encoder_layers": args.layers,
         "n_decoder_layers": args.layers,
         "norm_first": True if args.pre_ln else None,
+        "kind": args.model,
     }
     model, cfg, tcfg, history = train_task(
         task,

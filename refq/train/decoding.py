@@ -45,6 +45,35 @@ def greedy_decode(
     return out
 
 
+def lm_greedy_decode(
+    model, src: np.ndarray, max_len: int, bos_id: int = BOS, eos_id: int = EOS, pad_id: int = PAD
+) -> np.ndarray:
+    """Greedy decoding for a decoder-only LM prompted with [src | <bos>] (see
+    ``refq.train.tasks.lm_sequences``): y_t = argmax p(v | src, <bos>, y_<t). Needs only
+    ``model(tokens (B, L)) -> logits (B, L, V)``. Returns (B, max_len) like ``greedy_decode``.
+
+    >>> from refq.nn import TransformerConfig, build_model
+    >>> m = build_model(TransformerConfig(kind="lm", vocab_size=6, d_model=8, n_heads=2, d_ff=16))
+    >>> lm_greedy_decode(m, np.array([[3, 4]]), max_len=3).shape
+    (1, 3)
+    """
+    if max_len <= 0:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    b = src.shape[0]
+    ys = np.concatenate([src, np.full((b, 1), bos_id, dtype=np.int64)], axis=1)  # (B, S + 1)
+    done = np.zeros(b, dtype=bool)
+    out = np.full((b, max_len), pad_id, dtype=np.int64)
+    for t in range(max_len):
+        nxt = model(ys)[:, -1].argmax(axis=-1)  # (B, L, V) -> (B,)
+        nxt = np.where(done, pad_id, nxt)
+        out[:, t] = nxt
+        done |= nxt == eos_id
+        if done.all():
+            break
+        ys = np.concatenate([ys, nxt[:, None]], axis=1)  # (B, L) -> (B, L + 1)
+    return out
+
+
 def beam_search(
     model,
     src: np.ndarray,

@@ -1,8 +1,10 @@
 """``evaluate``: the one function every command uses to score a model on a task's held-out set.
 
 It needs only the model's interface, not its class: seq2seq tasks call ``model.encode`` and
-``model.decode`` (greedy decoding), classification tasks call ``model(src)``. So a PTQ/QAT model
-(the same object with swapped submodules) or any object with those methods is scored the same way.
+``model.decode`` (greedy decoding), or, for a decoder-only LM (no ``encode``),
+``model(tokens)`` on the prompt [src | <bos>]; classification tasks call ``model(src)``. So a
+PTQ/QAT model (the same object with swapped submodules) or any object with those methods is
+scored the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from refq.train.decoding import beam_search, greedy_decode
+from refq.train.decoding import beam_search, greedy_decode, lm_greedy_decode
 from refq.train.metrics import classification_metrics, sequence_metrics
 from refq.train.tasks import Batch, Task
 
@@ -20,6 +22,8 @@ def predict(model: Any, task: Task, batch: Batch, beam: int = 1) -> np.ndarray:
     """Predicted tokens (B, max_tgt_len) for seq2seq tasks, predicted classes (B,) otherwise."""
     if task.kind == "classification":
         return np.asarray(model(batch.src)).argmax(axis=-1)  # (B, n_classes) -> (B,)
+    if not hasattr(model, "encode"):  # a decoder-only LM: prompt [src | <bos>]
+        return lm_greedy_decode(model, batch.src, task.max_tgt_len)
     if beam > 1:
         return beam_search(model, batch.src, task.max_tgt_len, beam=beam)
     return greedy_decode(model, batch.src, task.max_tgt_len)

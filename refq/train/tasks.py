@@ -146,6 +146,26 @@ class Task:
         return " ".join(out)
 
 
+def lm_sequences(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """A seq2seq batch as decoder-only LM data: z = [src | <bos> | tgt_out] (B, S + 1 + T),
+    inputs = z[:, :-1], labels = z[:, 1:] with the source part set to <pad> (not predicted), so
+    the loss covers exactly the target tokens and <eos>, as in the seq2seq model.
+
+    >>> b = Batch(np.array([[5, 6, 0]]), tgt_out=np.array([[6, 5, 2, 0]]))
+    >>> x, y = lm_sequences(b)
+    >>> x.tolist(), y.tolist()
+    ([[5, 6, 0, 1, 6, 5, 2]], [[0, 0, 0, 6, 5, 2, 0]])
+    """
+    if batch.tgt_out is None:
+        raise ValueError("lm_sequences needs a seq2seq batch (with tgt_out)")
+    b, s = batch.src.shape
+    bos = np.full((b, 1), BOS, dtype=np.int64)
+    z = np.concatenate([batch.src, bos, batch.tgt_out], axis=1)  # (B, S + 1 + T)
+    labels = z[:, 1:].copy()
+    labels[:, :s] = PAD  # positions 0..S-1 would predict source tokens: ignored
+    return z[:, :-1], labels
+
+
 def _select(b: Batch, idx: Any) -> Batch:
     return Batch(*(None if a is None else a[idx] for a in (b.src, b.tgt_in, b.tgt_out, b.labels)))
 

@@ -18,7 +18,7 @@ from typing import Any
 from refq.nn import CrossEntropyLoss, TransformerConfig, build_model
 from refq.nn.module import Module
 from refq.train.optim import AdamW, clip_grad_norm, warmup_cosine
-from refq.train.tasks import Batch, Task
+from refq.train.tasks import Batch, Task, lm_sequences
 
 
 class TrainingDiverged(ValueError):
@@ -80,12 +80,17 @@ def default_configs(
     overrides are ignored."""
     model_kw, train_kw = DEFAULTS.get(task.name, ({}, {}))
     model_kw = {**model_kw, **{k: v for k, v in (model_overrides or {}).items() if v is not None}}
+    if model_kw.get("kind") == "lm" and task.kind != "seq2seq":
+        raise ValueError(f"a decoder-only LM needs a seq2seq task, not {task.name!r}")
     if task.kind == "classification":
         model_kw.update(kind="classifier", n_classes=task.n_classes)
+    max_len = max(task.max_src_len, task.max_tgt_len, 1)
+    if model_kw.get("kind") == "lm":  # decoder-only on [src | <bos> | tgt]
+        max_len = task.max_src_len + 1 + task.max_tgt_len
     cfg = TransformerConfig(
         vocab_size=task.vocab_size,
         pad_id=task.pad_id,
-        max_len=max(task.max_src_len, task.max_tgt_len, 1),
+        max_len=max_len,
         seed=seed,
         **model_kw,
     )
@@ -98,6 +103,10 @@ def loss_and_backward(model: Module, batch: Batch, loss_fn: CrossEntropyLoss) ->
     if batch.labels is not None:
         logits = model(batch.src)  # (B, n_classes)
         loss = loss_fn(logits, batch.labels)
+    elif getattr(getattr(model, "config", None), "kind", None) == "lm":
+        x, y = lm_sequences(batch)  # (B, S + T), target tokens only in y
+        logits = model(x)  # (B, S + T, V)
+        loss = loss_fn(logits, y)
     else:
         logits = model(batch.src, batch.tgt_in)  # (B, T, V)
         loss = loss_fn(logits, batch.tgt_out)
