@@ -20,10 +20,11 @@ def test_macro_prf_by_hand():
     assert f == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
 
 
-def test_macro_prf_class_only_predicted_counts_as_zero():
-    p, r, f = macro_prf(np.array([0, 0]), np.array([0, 1]))
-    # class 0: P 1, R 1/2, F1 2/3; class 1 (never true): P 0, R 0, F1 0
-    assert (p, r, f) == pytest.approx((0.5, 0.25, 1 / 3))
+def test_macro_prf_class_only_predicted_is_not_averaged():
+    p, r, f = macro_prf(np.array([0, 0, 3]), np.array([0, 1, 3]))
+    # classes of y_true: 0 (TP 1, FN 1: P 1, R 1/2, F1 2/3) and 3 (P 1, R 1, F1 1);
+    # the stray prediction "1" is not a class of its own
+    assert (p, r, f) == pytest.approx((1.0, 0.75, (2 / 3 + 1) / 2))
 
 
 def test_sequence_metrics_by_hand():

@@ -126,3 +126,16 @@ def test_decoder_only_lm_on_a_seq2seq_task_smoke():
     assert all(0.0 <= v <= 1.0 for v in m.values())
     with pytest.raises(ValueError, match="needs a seq2seq task"):
         default_configs(get_task("majority"), model_overrides={"kind": "lm"})
+
+
+def test_classification_loss_counts_class_zero():
+    """Class 0 shares its id with <pad>; the classification loss must not ignore it."""
+    task = get_task("majority")
+    model = _tiny(task, kind="classifier", n_classes=task.n_classes)
+    batch = next(task.batches(16, 1, seed=0))
+    assert (batch.labels == 0).any()
+    from refq.nn import CrossEntropyLoss
+
+    expected = CrossEntropyLoss(ignore_index=None)(model(batch.src), batch.labels)
+    hist = train(model, task, TrainConfig(steps=1, batch_size=16, log_every=1))
+    assert hist[0]["loss"] == pytest.approx(expected, rel=1e-6)

@@ -14,10 +14,13 @@ import numpy as np
 
 
 def macro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
-    """Macro-averaged precision, recall and F1 (scikit-learn's ``average="macro"``,
-    ``zero_division=0``): for each class c in the union of labels of y_true and y_pred,
+    """Macro-averaged precision, recall and F1 over the classes present in ``y_true``
+    (scikit-learn's ``average="macro", labels=np.unique(y_true), zero_division=0``): for each c,
         P_c = TP_c / (TP_c + FP_c),  R_c = TP_c / (TP_c + FN_c),  F1_c = 2 P_c R_c / (P_c + R_c)
-    (0 when a denominator is 0), then the unweighted mean over classes.
+    (0 when a denominator is 0), then the unweighted mean over those classes.
+    A prediction of a class that never occurs in ``y_true`` (e.g. a stray <pad> in a decoded
+    sequence) lowers the recall of the true class but adds no all-zero class to the mean:
+    scikit-learn's default (union of labels) would make one stray token cost 1/K of macro F1.
 
     >>> macro_prf(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
     (0.8333333333333333, 0.75, 0.7333333333333334)
@@ -27,7 +30,7 @@ def macro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, flo
         raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in length")
     if y_true.size == 0:
         raise ValueError("macro_prf needs at least one label")
-    classes = np.union1d(y_true, y_pred)  # (K,)
+    classes = np.unique(y_true)  # (K,)
     t = y_true[:, None] == classes[None, :]  # (N, K)
     p = y_pred[:, None] == classes[None, :]
     tp = (t & p).sum(0).astype(np.float64)

@@ -135,7 +135,9 @@ def train(
     """
     cfg.validate()
     model.train()
-    loss_fn = CrossEntropyLoss(ignore_index=task.pad_id, label_smoothing=cfg.label_smoothing)
+    # class labels are never padding: class 0 must not be ignored like the <pad> token
+    ignore = None if task.kind == "classification" else task.pad_id
+    loss_fn = CrossEntropyLoss(ignore_index=ignore, label_smoothing=cfg.label_smoothing)
     opt = AdamW.for_model(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     grads = [g for _, g in model.named_grads()]
     history: list[dict[str, Any]] = []
