@@ -172,10 +172,35 @@ def test_quantizer_defined_merge(quantizer):
     obs.observe(x)
     lo, hi = obs.calculate_range()
     assert float(lo) == -float(hi) and 0 < float(hi) <= np.abs(x).max()
-    if isinstance(quantizer, LinearQuantizer):  # close to TensorRT's uniform merge
-        ref = EntropyObserver()
-        ref.observe(x)
-        assert float(hi) == pytest.approx(float(ref.calculate_range()[1]), rel=0.15)
+    ref = EntropyObserver(bits=quantizer.bits)
+    ref.observe(x)
+    if isinstance(quantizer, LinearQuantizer):  # a uniform grid: exactly TensorRT's merge
+        assert obs.uniform_merge
+        assert (lo, hi) == ref.calculate_range()
+    else:  # a log grid merges by its own levels: a different threshold
+        assert not obs.uniform_merge
+        assert float(hi) != float(ref.calculate_range()[1])
+
+
+def test_quantizer_merge_groups_by_hand():
+    # Force the level-defined merge on a uniform grid: bins [4, 2, 0, 2] (w = 1), grid with
+    # levels at multiples of t / 2 (round half to even); candidate i = 2, t = 2: centres 0.5, 1.5
+    # -> 0 (0.5 rounds to 0) and 2 (1.5 -> 2): two groups {0}, {1}: same as TensorRT's i = 2.
+    class Halves:
+        bits = 2
+
+        def set_range(self, lo, hi):
+            self.s = max(abs(float(lo)), abs(float(hi))) / 2
+            return self
+
+        def fake_quant(self, x):
+            return (np.round(np.asarray(x) / self.s) * self.s).astype(np.float32)
+
+    obs = EntropyObserver(bins=4, quantizer=Halves(), replace_zero_bin=False)
+    obs.uniform_merge = False  # the generic path, for the hand check
+    obs.observe(np.array([0.5, 0.5, 0.5, 0.5, 1.5, 1.5, -3.5, 3.5]))
+    obs.calculate_range()
+    assert obs.divergences[0][0] == pytest.approx(0.5 * np.log(9 / 8), rel=1e-9)
 
 
 def test_per_channel_quantizer_used_per_channel():
