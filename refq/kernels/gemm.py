@@ -247,8 +247,7 @@ def _epilogue_tile(sc, i0, nrows, n0, ncols, rs, ct, zw, mode, mult, m0, lsh, rs
 
     v = acc + ct[n] - zw[n] rs[m]  (fits int32: bound checked by the caller), then by ``mode``:
     0: out = v (int32); 1: clamp(rint(float32(v) * mult[n]) + zo); 2: gemmlowp fixed point;
-    3: out = float32(v) * mult[n] (dequantized float32). One loop per mode, branch-free inside
-    (ternary clamps, no Python min/max), so that LLVM vectorizes them.
+    3: out = float32(v) * mult[n] (dequantized float32). One loop per mode, no branches inside.
     """
     # Slices first: every index below is a bare loop counter j >= 0, which LLVM can prove
     # non-negative (Numba's negative-index wraparound would otherwise block vectorization).
@@ -260,22 +259,21 @@ def _epilogue_tile(sc, i0, nrows, n0, ncols, rs, ct, zw, mode, mult, m0, lsh, rs
         row = out[i0 + r, n0 : n0 + ncols]
         if mode == 0:
             for j in range(ncols):
-                row[j] = np.int64(acc[j]) + ctv[j] - zwv[j] * rm
+                row[j] = acc[j] + ctv[j] - zwv[j] * rm
         elif mode == 1:
             mv = mult[n0 : n0 + ncols]
             for j in range(ncols):
-                v = np.int32(np.int64(acc[j]) + ctv[j] - zwv[j] * rm)
+                v = np.int32(acc[j] + ctv[j] - zwv[j] * rm)
                 y = np.float32(v) * mv[j]
                 # rint(y), ties to even, as (y + 1.5 2^23) - 1.5 2^23 in float32: exact for
                 # |y| < 2^22; larger |y| stay beyond [lo, hi] and are clamped the same way.
                 # (np.rint here is a libm call that blocks vectorization.)
                 y = (y + _MAGIC) - _MAGIC + fzo
-                y = flo if y < flo else y
-                row[j] = fhi if y > fhi else y
+                row[j] = min(max(y, flo), fhi)  # (float ternaries here run 10x slower)
         elif mode == 2:
             m0v, lv, rv = m0[n0 : n0 + ncols], lsh[n0 : n0 + ncols], rsh[n0 : n0 + ncols]
             for j in range(ncols):
-                x = (np.int64(acc[j]) + ctv[j] - zwv[j] * rm) << lv[j]  # lv > 0 only if M >= 1
+                x = (acc[j] + ctv[j] - zwv[j] * rm) << lv[j]  # lv > 0 only if M >= 1
                 x = -(2**31) if x < -(2**31) else x
                 x = 2**31 - 1 if x > 2**31 - 1 else x
                 ab = x * m0v[j]
@@ -289,7 +287,7 @@ def _epilogue_tile(sc, i0, nrows, n0, ncols, rs, ct, zw, mode, mult, m0, lsh, rs
         else:
             mv = mult[n0 : n0 + ncols]
             for j in range(ncols):
-                v = np.int32(np.int64(acc[j]) + ctv[j] - zwv[j] * rm)
+                v = np.int32(acc[j] + ctv[j] - zwv[j] * rm)
                 row[j] = np.float32(v) * mv[j]
 
 

@@ -115,9 +115,12 @@ def _prepare(x_q, x_zero_point, packed_w, w_zero_point, bias_int32):
             "check the zero points and the int32 bias, or split K"
         )
     x2 = np.ascontiguousarray(x2)  # documented: a strided input is copied
-    rs = _row_sums(x2) if np.any(zw) else np.zeros(x2.shape[0], np.int64)  # (M,) int64
-    ct = bias - zx * packed_w.col_sums.astype(np.int64) + k * zx * zw  # (N,) int64
-    return x2, rs, ct, zw, lead
+    rs = _row_sums(x2) if np.any(zw) else np.zeros(x2.shape[0], np.int64)  # (M,)
+    ct = bias - zx * packed_w.col_sums.astype(np.int64) + k * zx * zw  # (N,)
+    # int32 is enough: ct[n] is the corrected value of an all-zero input row and |rs| <= 255 K,
+    # both within the bound just checked; the epilogue's arithmetic is exact modulo 2^32
+    i32 = np.int32
+    return x2, rs.astype(i32), ct.astype(i32), zw.astype(i32), lead
 
 
 _NONE_F = np.zeros(0, dtype=np.float32)
