@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         "minmax per-channel (256 ch)": lambda: MinMaxObserver(axis=0),
         "mse per-channel sym (256 ch)": lambda: HistogramObserver(symmetric=True, axis=0),
         "mse per-channel affine (256 ch)": lambda: HistogramObserver(axis=0),
-        "mse per-ch quantizer=Lin(4,sym,axis=0)": lambda: HistogramObserver(
+        "mse per-channel quantizer=Lin(4,sym)": lambda: HistogramObserver(
             quantizer=LinearQuantizer(4, symmetric=True, axis=0), axis=0
         ),
         "entropy per-channel (256 ch)": lambda: EntropyObserver(axis=0),

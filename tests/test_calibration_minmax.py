@@ -94,6 +94,8 @@ def test_bad_input(cls):
         obs.observe(np.array([1.0, np.nan]))
     with pytest.raises(ValueError, match="NaN or infinite"):
         obs.observe(np.array([np.inf], np.float32))
+    with pytest.raises(ValueError, match="exceeds the float32 range"):
+        obs.observe(np.array([1.0, -1e300]))
     with pytest.raises(ValueError, match="empty"):
         obs.observe(np.array([]))
     with pytest.raises(TypeError, match="real numeric"):

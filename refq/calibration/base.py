@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+F32_MAX = float(np.finfo(np.float32).max)
+
 
 def as_data(x: object) -> np.ndarray:
     """``x`` as a float32 or float64 array (integers become float64), checked for bad values.
@@ -46,10 +48,16 @@ def as_data(x: object) -> np.ndarray:
         a = a.astype(np.float64)
     elif a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)  # longdouble and friends
-    bad = ~np.isfinite(a)
-    if bad.any():
+    lo, hi = a.min(), a.max()  # NaN propagates into both
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = int(np.count_nonzero(~np.isfinite(a)))
         raise ValueError(
-            f"observed data contains NaN or infinite values ({int(bad.sum())} of {a.size} elements)"
+            f"observed data contains NaN or infinite values ({bad} of {a.size} elements)"
+        )
+    if max(-float(lo), float(hi)) > F32_MAX:
+        raise ValueError(
+            f"observed data exceeds the float32 range (|x| up to {max(-lo, hi):.3g} > "
+            f"{F32_MAX:.3g}): observers report float32 ranges"
         )
     return a
 
