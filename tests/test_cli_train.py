@@ -60,3 +60,27 @@ def test_eval_errors(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert main(["eval", str(bad)]) == 2
     assert "truncated or not a refq checkpoint" in capsys.readouterr().err
+
+
+def test_train_divergence_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    argv = [
+        "train",
+        "--task",
+        "reverse",
+        "--out",
+        str(out),
+        "--steps",
+        "30",
+        "--lr",
+        "1e30",
+        "--d-model",
+        "16",
+        "--d-ff",
+        "32",
+        "--layers",
+        "1",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "training diverged at step" in err and not out.exists()
