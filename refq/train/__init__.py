@@ -1,11 +1,11 @@
 """refq.train: built-in tasks, training loop, decoding, metrics, evaluation and checkpoints."""
 
 from refq.train.checkpoint import load_checkpoint, register_loader, save_checkpoint
-from refq.train.decoding import beam_search, greedy_decode
+from refq.train.decoding import beam_search, greedy_decode, lm_greedy_decode
 from refq.train.evaluate import evaluate, predict
 from refq.train.metrics import classification_metrics, macro_prf, sequence_metrics
 from refq.train.optim import AdamW, clip_grad_norm, warmup_cosine
-from refq.train.tasks import TASKS, Batch, Task, get_task
+from refq.train.tasks import TASKS, Batch, Task, get_task, lm_sequences
 from refq.train.trainer import TrainConfig, TrainingDiverged, default_configs, train, train_task
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "evaluate",
     "get_task",
     "greedy_decode",
+    "lm_greedy_decode",
+    "lm_sequences",
     "load_checkpoint",
     "macro_prf",
     "predict",
