@@ -36,7 +36,13 @@ from refq.calibration.mse_model import BinStats, search_affine, search_greedy, s
 
 
 def check_quantizer(quantizer: object) -> None:
-    """A search target must have ``set_range`` and ``fake_quant``; group quantizers are refused."""
+    """A search target must have ``set_range`` and ``fake_quant``; group quantizers are refused.
+
+    >>> check_quantizer("int8")
+    Traceback (most recent call last):
+    ...
+    TypeError: quantizer= needs set_range(lo, hi) and fake_quant(x); str has no set_range()
+    """
     for name in ("set_range", "fake_quant"):
         if not callable(getattr(quantizer, name, None)):
             raise TypeError(

@@ -88,6 +88,14 @@ def search_affine(st: BinStats, levels: int, zero: float | None) -> tuple[int, i
     With ``zero`` (the position of 0, when the grid must contain it) only ``lo <= 0 <= hi``
     (or the data ends) are candidates: moving ``lo`` above 0 would clip without shrinking
     the step. Returns ``(k, j, error)``.
+
+    Counts [1, 8, 8, 0, 1] on [0, 5), 4 levels: clipping to [1, 4] gives step 1, so
+    16 * 1/12 inside + (0.5**2 + 1/12) on each side = 2.0, the least of all pairs
+    (the full range [0, 5] costs 18 * (5/3)**2 / 12 = 4.17).
+
+    >>> st = BinStats(np.array([1.0, 8.0, 8.0, 0.0, 1.0]), np.arange(6.0))
+    >>> k, j, err = search_affine(st, 4, None); (k, j, round(err, 9))
+    (1, 4, 2.0)
     """
     e = st.edges
     nb = len(e) - 1
@@ -119,6 +127,13 @@ def search_symmetric(st: BinStats, levels: int, zero: float, tmax: float) -> tup
     ``zero`` is the bin-unit position of 0 (the lattice is aligned with 0, so ``-t`` and ``t``
     are both edges when the data spans 0), ``tmax`` the largest ``|x|`` in bin units (also an
     edge distance: the clamped last or first edge). Returns ``(t, error)``.
+
+    Counts [1, 8, 8, 1] on [-2, 2] (0 at bin position 2), 4 levels: t = 1 gives step 2/3,
+    16 * (4/9) / 12 inside + 2 * (0.5**2 + 1/12) clipped = 1.259.
+
+    >>> st = BinStats(np.array([1.0, 8.0, 8.0, 1.0]), np.arange(5.0))
+    >>> t, err = search_symmetric(st, 4, 2.0, 2.0); (t, round(err, 3))
+    (1.0, 1.259)
     """
     e = st.edges
     nb = len(e) - 1
@@ -143,7 +158,14 @@ def search_greedy(st: BinStats, levels: int, zero: float | None, step: float = 1
     Start from the full range; each round move ``alpha`` (lower quantile) or ``beta`` (upper)
     by ``step`` on the side whose move drops more bins; stop as soon as the error rises.
     A Python loop, as in PyTorch: the baseline the exhaustive search is compared against.
-    Returns ``(k, j, error)`` (edge indices).
+    Returns ``(k, j, error)`` (edge indices). On the ``search_affine`` example it stops at
+    [0, 4] (error 17 * (4/3)**2 / 12 + 1/3 = 2.85): its next move narrows the upper side again
+    (to [0, 3], error 17/12 + 1.5**2 + 1/12 = 3.75), the error rises and it stops, never trying
+    the optimum [1, 4] (2.0).
+
+    >>> st = BinStats(np.array([1.0, 8.0, 8.0, 0.0, 1.0]), np.arange(6.0))
+    >>> k, j, err = search_greedy(st, 4, None); (k, j, round(err, 3))
+    (0, 4, 2.852)
     """
     nb = len(st.edges) - 1
     csum = st.p0[1:]  # (B,) cumulative counts
