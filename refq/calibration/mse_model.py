@@ -159,9 +159,10 @@ def search_greedy(st: BinStats, levels: int, zero: float | None, step: float = 1
     by ``step`` on the side whose move drops more bins; stop as soon as the error rises.
     A Python loop, as in PyTorch: the baseline the exhaustive search is compared against.
     Returns ``(k, j, error)`` (edge indices). On the ``search_affine`` example it stops at
-    [0, 4] (error 17 * (4/3)**2 / 12 + 1/3 = 2.85): its next move narrows the upper side again
-    (to [0, 3], error 17/12 + 1.5**2 + 1/12 = 3.75), the error rises and it stops, never trying
-    the optimum [1, 4] (2.0).
+    [0, 4] (error 17 * (4/3)**2 / 12 + 1/3 = 2.85): the lower quantile step never passes the
+    first value, so its next move narrows the upper side again, past the empty bin and the 8
+    values of bin 2, to [0, 2] (error 9.33); the error rises and it stops, never trying the
+    optimum [1, 4] (2.0).
 
     >>> st = BinStats(np.array([1.0, 8.0, 8.0, 0.0, 1.0]), np.arange(6.0))
     >>> k, j, err = search_greedy(st, 4, None); (k, j, round(err, 3))
