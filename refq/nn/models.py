@@ -28,6 +28,12 @@ per feed-forward ``F``: ``F.fc1``, ``F.fc2``; and the head (``lm_head`` or ``hea
 List them with ``quantizable_modules(model)``.
 
 Embeddings are scaled by sqrt(C) (paper section 3.4) and initialised N(0, 1/C).
+
+Loading weights from PyTorch: ``nn.Linear`` weights are already (out, in); the packed
+``nn.MultiheadAttention.in_proj_weight`` (3C, C) splits into q_proj, k_proj, v_proj (rows
+[0:C], [C:2C], [2C:3C]), ``out_proj`` maps directly; LayerNorm weight/bias map to norm*.
+Then ``model.load_state_dict(plain_dict)`` (tests/test_nn_reference.py does this against an
+independent NumPy forward written from the paper's equations).
 """
 
 from __future__ import annotations
