@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .npz written by refq train (or ptq/qat)")
     p.add_argument("--n", type=int, default=1000, help="held-out examples (default 1000)")
     p.add_argument("--seed", type=int, default=1234, help="held-out sampling seed")
-    p.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy)")
+    p.add_argument("--beam", type=int, default=1, help="beam width (1 = greedy; enc-dec only)")
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     return p
 
