@@ -6,8 +6,9 @@ micro-kernel (``refq.kernels.simd``): panels of ``NR = 64`` output columns, insi
 
     packed[p, g, n, t] = w[64 p + n, 4 g + t]        (w: PyTorch's (out, in) = (N, K), zero-padded)
 
-The column sums ``colsum[n] = sum_k w[n, k]`` are kept with it: the int8-activation trick
-(gemmlowp; Jacob et al. 2018, arXiv:1712.05877, section 2.3) computes
+The column sums ``colsum[n] = sum_k w[n, k]`` are kept with it: the int8-activation trick (the
+zero-point algebra of Jacob et al. 2018, arXiv:1712.05877, section 2.3, with an offset of 128;
+the same trick lets gemmlowp / fbgemm feed signed data to uint8 x int8 instructions) computes
 
     sum_k a[m,k] w[n,k] = sum_k (a[m,k] + 128) w[n,k] - 128 colsum[n]
 
