@@ -3,7 +3,7 @@
     refq ptq model.npz --out q.npz [--observer minmax|ema|percentile|mse|entropy]
              [--weight-bits 8] [--act-bits 8] [--per-tensor] [--log] [--attention]
              [--requant fixed_point|float] [--keep-float LAYER ...] [--calib-batches 8]
-             [--sensitivity] [--sweep] [--json]
+             [--sensitivity] [--auto-mixed DB] [--sweep] [--json]
 
 Calibrates on training-split batches, converts to int8 (weights per output channel unless
 ``--per-tensor``; ``--log`` uses the signed log quantizer for weights), saves the quantized
@@ -31,6 +31,7 @@ from refq.ptq import OBSERVERS, get_qconfig
 from refq.ptq.analysis import layer_sqnr, model_size_bytes, output_sqnr, sensitivity
 from refq.ptq.convert import calibrate, convert, prepare
 from refq.ptq.flow import calibration_batches, run_batch
+from refq.ptq.mixed import auto_mixed_precision
 from refq.ptq.serialize import save_quantized
 from refq.train.checkpoint import load_checkpoint, task_from_meta, weights_size_bytes
 from refq.train.evaluate import evaluate
@@ -59,6 +60,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (x64)")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out examples to score")
     p.add_argument("--sensitivity", action="store_true", help="one-layer-at-a-time report")
+    p.add_argument("--auto-mixed", type=float, default=None, metavar="DB",
+                   help="keep the most sensitive layers at 8 bits until the output SQNR "
+                   "reaches DB (automatic mixed precision)")  # fmt: skip
     p.add_argument("--sweep", action="store_true", help="compare every observer and variant")
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     return p
@@ -116,7 +120,17 @@ def run(args: argparse.Namespace) -> int:
     task = task_from_meta(meta)
     qc = get_qconfig(args.weight_bits, args.act_bits, args.observer, not args.per_tensor,
                      args.log, args.weight_observer, args.attention, args.requant)  # fmt: skip
-    overrides = {name: None for name in args.keep_float}
+    overrides: dict = {name: None for name in args.keep_float}
+    mixed_report = None
+    if args.auto_mixed is not None:
+        high = get_qconfig(8, args.act_bits, args.observer, not args.per_tensor, False,
+                           args.weight_observer, args.attention, args.requant)  # fmt: skip
+        auto, mixed_report = auto_mixed_precision(model, task, qc, high, args.auto_mixed,
+                                                  n_batches=args.calib_batches)  # fmt: skip
+        overrides = {**auto, **overrides}
+        print(f"automatic mixed precision: {len(auto)} layer(s) at 8 bits reach "
+              f"{mixed_report['output_sqnr_db']:.1f} dB (target {args.auto_mixed} dB): "
+              f"{', '.join(mixed_report['promoted']) or 'none'}")  # fmt: skip
     batches = list(calibration_batches(task, 2, 64, seed=99))  # SQNR probe batches
     float_metrics = evaluate(model, task, n=args.eval_n)
     float_size = weights_size_bytes(args.checkpoint)
@@ -140,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
         size_ratio=round(float_size / size, 3), output_sqnr_db=res["output_sqnr_db"],
         layer_sqnr_db=res["layer_sqnr_db"], qconfig=qc.describe(), out=str(path),
     )  # fmt: skip
+    if mixed_report is not None:
+        keys = ("promoted", "output_sqnr_db", "target_sqnr_db", "reached")
+        result["auto_mixed"] = {k: mixed_report[k] for k in keys}
     if args.sensitivity:
 
         def score(m):
