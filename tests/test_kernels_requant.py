@@ -195,3 +195,11 @@ def test_requantize_errors():
         rounding_divide_by_pot(np.array([1]), 32)
     with pytest.raises(ValueError, match="qmin"):
         requantize_float(np.array([1]), 0.5, 0, 5, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=int32s, b=st.integers(0, I32MAX))
+def test_srdhm_equals_floor_form_used_in_the_fused_epilogue(a, b):
+    """For b = M0 >= 0 (no saturation case): SRDHM(a, b) = floor((a b + 2^30) / 2^31)."""
+    floor_form = (a * b + (1 << 30)) >> 31  # Python ints: exact, >> floors
+    assert int(srdhm_spec(np.array([a]), np.array([b]))[0]) == floor_form
