@@ -116,6 +116,7 @@ def test_qat_improves_over_ptq_on_a_few_steps(model):
     assert after < before
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
 @pytest.mark.parametrize("lsq", [False, True])
 def test_divergence_names_step_and_layer(model, lsq):
     """An absurd learning rate overflows the weights: the error names the step and a layer."""
