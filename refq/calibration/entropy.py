@@ -32,7 +32,7 @@ import numpy as np
 
 from refq.calibration.base import Observer
 from refq.calibration.binning import StreamingHistogram
-from refq.calibration.histogram import check_quantizer
+from refq.calibration.histogram import check_quantizer, has_uniform_grid
 from refq.calibration.numba_hist import kl_divergences
 
 
@@ -61,24 +61,6 @@ def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
     q = q / q.sum()
     m = p > 0
     return float(np.sum(p[m] * np.log(p[m] / q[m])))
-
-
-def has_uniform_grid(quantizer: object) -> bool:
-    """True if ``quantizer`` on the range (-1, 1) produces equally spaced levels (a linear grid).
-
-    >>> class Thirds:
-    ...     def set_range(self, lo, hi): return self
-    ...     def fake_quant(self, x): return np.round(np.asarray(x) * 3) / 3
-    >>> has_uniform_grid(Thirds())
-    True
-    """
-    q = copy.deepcopy(quantizer)
-    q.set_range(np.float32(-1.0), np.float32(1.0))
-    levels = np.unique(np.asarray(q.fake_quant(np.linspace(-1, 1, 8193, dtype=np.float32))))
-    if len(levels) < 3:
-        return False
-    d = np.diff(levels.astype(np.float64))
-    return bool(d.max() - d.min() <= 1e-3 * d.mean())
 
 
 def entropy_divergences_reference(bins: np.ndarray, levels: int, start: int, eps: float = 1e-4):

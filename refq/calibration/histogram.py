@@ -19,9 +19,11 @@ range is measured on the quantizer itself::
                                                         .fake_quant
 
 over the bin centres ``m_i`` weighted by their counts ``c_i``, so log quantizers and
-user-defined ones work too. Candidates are then searched coarse-to-fine (a grid of ranges, then
-local refinement to bin resolution): each candidate costs a call of the quantizer, so an
-exhaustive search would be slow; it is a local search in the fine stage.
+user-defined ones work too. Each candidate costs a call of the quantizer, so the search is
+coarse-to-fine (a grid of ranges, then local refinement to bin resolution; a local search in
+the fine stage). A linear quantizer (equally spaced levels, found by a probe, with ``bits``)
+starts instead from the built-in model's exhaustive optimum for its bits and symmetry and is
+refined on the quantizer itself: the global search of the model, the exact error of the grid.
 """
 
 from __future__ import annotations
@@ -51,6 +53,26 @@ def check_quantizer(quantizer: object) -> None:
             )
     if getattr(quantizer, "group_size", None) is not None:
         raise ValueError("observers report (C,) ranges; per-group quantizers are not supported")
+
+
+def has_uniform_grid(quantizer: object) -> bool:
+    """True if ``quantizer`` on the range (-1, 1) produces equally spaced levels (a linear grid).
+
+    >>> class Thirds:
+    ...     def set_range(self, lo, hi): return self
+    ...     def fake_quant(self, x): return np.round(np.asarray(x) * 3) / 3
+    >>> has_uniform_grid(Thirds())
+    True
+    """
+    q = copy.deepcopy(quantizer)
+    if getattr(q, "axis", None) is not None:
+        q.axis = None  # probe the grid per tensor
+    q.set_range(np.float32(-1.0), np.float32(1.0))
+    levels = np.unique(np.asarray(q.fake_quant(np.linspace(-1, 1, 8193, dtype=np.float32))))
+    if len(levels) < 3:
+        return False
+    d = np.diff(levels.astype(np.float64))
+    return bool(d.max() - d.min() <= 1e-3 * d.mean())
 
 
 class _QuantizerError:
@@ -95,17 +117,22 @@ class _QuantizerError:
         return ((fq - self.centers) ** 2 * self.counts).sum(axis=1)  # (R, K) -> (R,)
 
 
-def _pattern_search(f, points: np.ndarray, bins: int) -> np.ndarray:
+def _pattern_search(f, points: np.ndarray, bins: int, seed=None, d0=None) -> np.ndarray:
     """Coarse-to-fine minimisation of ``f(p) -> (R,)`` over parameters ``p`` in ``[0, 1]^D``.
 
-    ``points`` ``(G, D)`` is the coarse grid; then around each row's best point a 5-point
-    stencil per dimension at spacing ``d`` is tried, ``d`` halving from the grid spacing
-    to ``1 / bins``. Returns the best ``(R, D)`` parameters.
+    ``points`` ``(G, D)`` is the coarse grid (plus, if given, a per-row ``seed`` ``(R, D)``);
+    then around each row's best point a 5-point stencil per dimension at spacing ``d`` is
+    tried, ``d`` halving from ``d0`` (default: the grid spacing) to ``1 / bins``. Returns the
+    best ``(R, D)`` parameters.
     """
     errs = np.stack([f(p) for p in points])  # (G, R)
-    best = points[np.argmin(errs, axis=0)]  # (R, D)
+    best = points[np.argmin(errs, axis=0)].copy()  # (R, D)
     best_err = errs.min(axis=0)
-    d = 1.0 / (len(points) ** (1.0 / points.shape[1]))
+    if seed is not None:
+        e = f(seed)
+        better = e < best_err
+        best[better], best_err[better] = seed[better], e[better]
+    d = d0 if d0 is not None else 1.0 / (len(points) ** (1.0 / points.shape[1]))
     dim = points.shape[1]
     steps = np.array(np.meshgrid(*[np.arange(-2, 3)] * dim)).reshape(dim, -1).T  # (5^D, D)
     while d >= 0.5 / bins:
@@ -214,27 +241,31 @@ class HistogramObserver(Observer):
     def _calculate_range(self) -> tuple[np.ndarray, np.ndarray]:
         if self.quantizer is not None:
             return self._quantizer_search()
-        levels = 2**self.bits
+        lo, hi, self.error = self._builtin_search(self.bits, self.symmetric, self.search)
+        return lo, hi
+
+    def _builtin_search(self, bits: int, symmetric: bool, search: str):
+        """The built-in model's best range per row: ``(lo, hi, error per value)``."""
+        levels = 2**bits
         los, his, errs = [], [], []
         for counts, edges, off, w in self._rows():
             st = BinStats(counts, edges)
             zero = -off  # bin-unit position of 0
-            if self.symmetric:
+            if symmetric:
                 tmax = max(abs(edges[0] - zero), abs(edges[-1] - zero))
                 t, err = search_symmetric(st, levels, zero, tmax)
                 lo, hi = max(zero - t, edges[0]), min(zero + t, edges[-1])
             else:
                 z = zero if self.include_zero else None
-                search = search_greedy if self.search == "greedy" else search_affine
-                k, j, err = search(st, levels, z)
+                searcher = search_greedy if search == "greedy" else search_affine
+                k, j, err = searcher(st, levels, z)
                 lo, hi = edges[k], edges[j]
             los.append((lo + off) * w)  # bin units -> values
             his.append((hi + off) * w)
             errs.append(err * w * w / st.n)
-        self.error = np.array(errs)
         # bin units -> values can round the data ends by an ulp: clamp to the exact range
         mn, mx = self.hist.min_val, self.hist.max_val
-        return np.clip(np.array(los), mn, mx), np.clip(np.array(his), mn, mx)
+        return np.clip(np.array(los), mn, mx), np.clip(np.array(his), mn, mx), np.array(errs)
 
     def _quantizer_search(self) -> tuple[np.ndarray, np.ndarray]:
         rows = list(self._rows())
@@ -252,14 +283,25 @@ class HistogramObserver(Observer):
         amax = np.maximum(np.abs(mn), np.abs(mx))
         # smallest useful t: below min|x| of one-signed data, (-t, t) misses all the data
         tmin = np.where(mn > 0, mn, np.where(mx < 0, -mx, 0.0))
-        if np.array_equal(err_of(-0.5 * amax, amax), err_of(-amax, amax)):  # range-symmetric
+        symmetric = np.array_equal(err_of(-0.5 * amax, amax), err_of(-amax, amax))
+        # a linear grid: start from the built-in model's exhaustive optimum, refine locally
+        seeded = hasattr(self.quantizer, "bits") and has_uniform_grid(self.quantizer)
+        if seeded:
+            slo, shi, _ = self._builtin_search(int(self.quantizer.bits), symmetric, "exhaustive")
+        d0 = 32.0 / self.bins if seeded else None
+        if symmetric:
 
             def f(p):  # p (D=1,) or (R, 1): t = tmin + p * (amax - tmin)
                 t = tmin + np.broadcast_to(p, (len(amax), 1))[:, 0] * (amax - tmin)
                 return err_of(np.maximum(-t, mn), np.minimum(t, mx))
 
-            grid = np.linspace(1 / 64, 1.0, 64)[:, None]  # (64, 1)
-            t = tmin + _pattern_search(f, grid, self.bins)[:, 0] * (amax - tmin)
+            grid = np.linspace(1 / 64, 1.0, 9 if seeded else 64)[:, None]  # (G, 1)
+            seed = None
+            if seeded:
+                span = np.where(amax > tmin, amax - tmin, 1.0)
+                seed = np.clip((np.maximum(-slo, shi) - tmin) / span, 0, 1)[:, None]  # (R, 1)
+            p = _pattern_search(f, grid, self.bins, seed, d0)
+            t = tmin + p[:, 0] * (amax - tmin)
             lo, hi = np.maximum(-t, mn), np.minimum(t, mx)
         else:
 
@@ -271,9 +313,13 @@ class HistogramObserver(Observer):
                     np.inf,
                 )
 
-            g = np.linspace(0.0, 1.0, 25)
-            grid = np.array([(a, b) for a in g for b in g if a < b])  # (300, 2)
-            p = _pattern_search(f, grid, self.bins)
+            g = np.linspace(0.0, 1.0, 9 if seeded else 25)
+            grid = np.array([(a, b) for a in g for b in g if a < b])  # (36 or 300, 2)
+            seed = None
+            if seeded:
+                span = np.where(mx > mn, mx - mn, 1.0)
+                seed = np.clip(np.stack([(slo - mn) / span, (shi - mn) / span], 1), 0, 1)
+            p = _pattern_search(f, grid, self.bins, seed, d0)
             lo, hi = mn + p[:, 0] * (mx - mn), mn + p[:, 1] * (mx - mn)
         self.error = (err_of(lo, hi) + within) / counts.sum(axis=1)
         return lo, hi
