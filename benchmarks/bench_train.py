@@ -11,8 +11,8 @@ Reference config: ``refq train``'s default model for the task (reverse: d_model 
     wrapping every quantizable module with a timer through ``set_submodule`` (the PTQ seam);
   * a baseline measured in the same run: the same matmuls (same shapes, same count) run back to
     back with no model around them. ``overhead ratio`` = step time / that matmul-only time.
-BLAS threads: set OPENBLAS_NUM_THREADS before running to compare (on a loaded 2-core machine,
-multi-threaded OpenBLAS on these small matrices can be >10x slower than one thread).
+BLAS threads: ``--blas-threads 1`` (or OPENBLAS_NUM_THREADS=1) to compare; on a loaded 2-core
+machine multi-threaded OpenBLAS on these small matrices was 17x slower than one thread.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from refq.nn import CrossEntropyLoss, build_model, quantizable_modules
 from refq.nn.module import Module
+from refq.train.blas import get_blas_threads, set_blas_threads
 from refq.train.decoding import greedy_decode
 from refq.train.optim import AdamW, clip_grad_norm
 from refq.train.tasks import get_task
@@ -92,7 +93,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="reverse")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--blas-threads", type=int, default=None, help="set OpenBLAS threads")
     args = ap.parse_args()
+    if args.blas_threads is not None:
+        set_blas_threads(args.blas_threads)
     task = get_task(args.task)
     cfg, tcfg = default_configs(task)
     model = build_model(cfg)
@@ -104,7 +108,7 @@ def main() -> None:
         f"task {task.name}: d_model {cfg.d_model}, heads {cfg.n_heads}, layers "
         f"{cfg.n_encoder_layers}+{cfg.n_decoder_layers}, d_ff {cfg.d_ff}, batch "
         f"{tcfg.batch_size}, {model.num_parameters()} parameters, OPENBLAS_NUM_THREADS="
-        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}"
+        f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, BLAS threads {get_blas_threads()}"
     )
 
     def step(b):

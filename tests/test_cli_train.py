@@ -62,6 +62,38 @@ def test_eval_errors(tmp_path, capsys):
     assert "truncated or not a refq checkpoint" in capsys.readouterr().err
 
 
+def test_blas_threads_option_applies_and_is_restored(tmp_path, capsys):
+    from refq.train.blas import get_blas_threads, set_blas_threads
+
+    old = get_blas_threads()
+    try:
+        argv = [
+            "train",
+            "--task",
+            "majority",
+            "--out",
+            str(tmp_path / "c.npz"),
+            "--steps",
+            "2",
+            "--d-model",
+            "8",
+            "--d-ff",
+            "16",
+            "--layers",
+            "1",
+            "--eval-n",
+            "20",
+            "--blas-threads",
+            "1",
+        ]
+        assert main(argv) == 0
+        if old is not None:
+            assert get_blas_threads() == 1
+    finally:
+        if old is not None:
+            set_blas_threads(old)
+
+
 def test_train_divergence_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "m.npz"
     argv = [

@@ -14,6 +14,7 @@ import argparse
 import json
 import time
 
+from refq.train.blas import set_blas_threads
 from refq.train.checkpoint import save_checkpoint, weights_size_bytes
 from refq.train.evaluate import evaluate
 from refq.train.tasks import TASKS, get_task
@@ -44,6 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="for seq2seq tasks: encoder-decoder (default) or decoder-only LM on [src <bos> tgt]",
     )
+    p.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="set OpenBLAS threads for this run (1 is much faster on a busy machine)",
+    )
     p.add_argument("--eval-n", type=int, default=1000, help="held-out examples to score")
     p.add_argument("--json", action="store_true", help="print a JSON object as the last line")
     return p
@@ -51,6 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
+    if args.blas_threads is not None and not set_blas_threads(args.blas_threads):
+        print("note: could not find NumPy's OpenBLAS; --blas-threads ignored")
     t0 = time.perf_counter()
 
     def log(rec: dict) -> None:
