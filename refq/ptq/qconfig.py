@@ -51,10 +51,22 @@ def make_observer(name: str, quantizer: Any, axis: int | None = None) -> Any:
     if name == "percentile":
         return cal.PercentileObserver(axis=axis)
     if name == "mse":
+        if _plain_uniform(quantizer):  # the built-in grid model: same grid, ~50x faster search
+            return cal.HistogramObserver(
+                axis=axis, bits=quantizer.bits, symmetric=quantizer.symmetric
+            )
         return cal.HistogramObserver(axis=axis, quantizer=quantizer)
     if name == "entropy":
         return cal.EntropyObserver(axis=axis, quantizer=quantizer)
     raise ValueError(f"unknown observer {name!r}: choose one of {', '.join(OBSERVERS)}")
+
+
+def _plain_uniform(q: Any) -> bool:
+    """A full-range LinearQuantizer without groups: its grid is the observers' built-in model."""
+    return (
+        type(q) is LinearQuantizer and q.group_size is None and not q.narrow_range
+        and (q.signed or not q.symmetric)
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
