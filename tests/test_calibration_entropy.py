@@ -217,6 +217,15 @@ def test_per_channel_quantizer_used_per_channel():
         assert (lo[c], hi[c]) == t.calculate_range()
 
 
+def test_level_defined_merge_caps_the_number_of_thresholds():
+    x = np.random.default_rng(8).laplace(size=30_000)
+    obs = EntropyObserver(quantizer=LogQuantizer(4))  # levels 8: K - 8 > 1000 thresholds
+    obs.observe(x)
+    obs.calculate_range()
+    k = int(np.flatnonzero(obs.hist.counts[0])[-1]) + 1
+    assert k - 8 > 256 and len(obs.divergences[0]) <= 256 + 1
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="bits"):
         EntropyObserver(bits=1)

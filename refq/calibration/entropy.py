@@ -35,6 +35,8 @@ from refq.calibration.binning import StreamingHistogram
 from refq.calibration.histogram import check_quantizer, has_uniform_grid
 from refq.calibration.numba_hist import kl_divergences
 
+MAX_GENERIC_CANDIDATES = 256  # thresholds tried by the level-defined (non-linear grid) merge
+
 
 def smooth_zeros(q: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     """MXNet's smoothing: zeros become ``eps``, the others lose ``eps * n_zero / n_nonzero``.
@@ -98,7 +100,8 @@ class EntropyObserver(Observer):
             ``bits``. A per-channel quantizer (``axis`` set) is used through a per-tensor copy
             (``axis = None``) on each channel's histogram. For other grids each candidate
             threshold costs one ``set_range`` + ``fake_quant`` of up to ``bins`` values
-            (~0.2 ms): ~0.3 s per channel at ``stride=1``; raise ``stride`` for many channels.
+            (~0.2 ms), so the stride is raised until at most 256 thresholds are tried
+            (~50 ms per channel).
         unsigned: None (default) decides from the data (all ``x >= 0``: ``2**bits`` levels,
             range ``(0, t)``); True/False forces it.
         replace_zero_bin: pytorch-quantization's ``bins[0] = bins[1]`` (default True).
@@ -107,7 +110,8 @@ class EntropyObserver(Observer):
             is O(K / stride * levels) per channel, about 8 ms for K = 2048, 128 levels).
         axis: per channel (one ``|x|`` histogram per channel), or None.
 
-    ``self.divergences`` keeps the last KL curve per channel (index ``(i - start) // stride``).
+    ``self.divergences`` keeps the last KL curve per channel (index ``(i - start) // stride``,
+    with the stride actually used).
 
     >>> rng = np.random.default_rng(0)
     >>> obs = EntropyObserver()
@@ -189,22 +193,29 @@ class EntropyObserver(Observer):
             if k <= levels or amax == 0.0:  # fewer bins than levels: nothing to clip
                 t, div = amax, np.zeros(1)
             else:
-                div = self._divergences(bins, levels, w, unsigned)
+                stride = self._stride(k, levels)
+                div = self._divergences(bins, levels, w, unsigned, stride)
                 last_argmin = len(div) - 1 - int(np.argmin(div[::-1]))  # ties: largest t
-                i_best = levels + self.stride * last_argmin
+                i_best = levels + stride * last_argmin
                 t = min(i_best * w, amax)
             self.divergences.append(div)
             los.append(0.0 if unsigned else -t)
             his.append(t)
         return np.array(los), np.array(his)
 
-    def _divergences(self, bins: np.ndarray, levels: int, w: float, unsigned: bool):
+    def _stride(self, k: int, levels: int) -> int:
+        """``stride``, raised for the level-defined merge so that at most 256 thresholds run."""
         if self.uniform_merge:
-            return kl_divergences(bins, levels, levels, self.eps, self.stride)
+            return self.stride
+        return max(self.stride, -(-(k - levels) // MAX_GENERIC_CANDIDATES))
+
+    def _divergences(self, bins, levels: int, w: float, unsigned: bool, stride: int):
+        if self.uniform_merge:
+            return kl_divergences(bins, levels, levels, self.eps, stride)
         qz = copy.deepcopy(self.quantizer)
         centers = ((np.arange(len(bins)) + 0.5) * w).astype(np.float32)  # (K,)
         out = []
-        for i in range(levels, len(bins) + 1, self.stride):
+        for i in range(levels, len(bins) + 1, stride):
             t = np.float32(i * w)
             qz.set_range(np.float32(0.0) if unsigned else -t, t)
             _, group = np.unique(qz.fake_quant(centers[:i]), return_inverse=True)  # (i,)
