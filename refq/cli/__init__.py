@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMANDS = ["train", "eval", "ptq", "qat", "tour"]
@@ -39,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     import refq.ptq  # noqa: F401  (registers the loader of quantized checkpoints)
+    from refq.train.blas import set_blas_threads
 
+    # refq's float GEMMs are small ((704, 64) @ (64, 128)): one OpenBLAS thread is faster, and it
+    # leaves the cores to the Numba int8 kernels (refq.kernels.threads). REFQ_BLAS_THREADS=0
+    # keeps OpenBLAS's own default; ``refq train --blas-threads N`` overrides per run.
+    n = int(os.environ.get("REFQ_BLAS_THREADS", "1"))
+    if n > 0:
+        set_blas_threads(n)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
