@@ -139,3 +139,31 @@ def test_classification_loss_counts_class_zero():
     expected = CrossEntropyLoss(ignore_index=None)(model(batch.src), batch.labels)
     hist = train(model, task, TrainConfig(steps=1, batch_size=16, log_every=1))
     assert hist[0]["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_step_fn_replaces_the_loss_and_backward():
+    """A custom step function is what the optimizer follows (here: only the lm_head bias moves)."""
+    import numpy as np
+
+    from refq.nn import TransformerConfig, build_model
+    from refq.train.tasks import get_task
+    from refq.train.trainer import TrainConfig, train
+
+    task = get_task("reverse", min_len=3, max_len=4)
+    cfg = TransformerConfig(vocab_size=task.vocab_size, d_model=8, n_heads=2, d_ff=16,
+                            n_encoder_layers=1, n_decoder_layers=1, max_len=8)  # fmt: skip
+    model = build_model(cfg)
+    before = model.state_dict()
+    calls = []
+
+    def step_fn(m, batch):
+        calls.append(len(batch))
+        m.get_submodule("lm_head").grads["bias"][...] = 1.0
+        return 0.5
+
+    hist = train(model, task, TrainConfig(steps=3, batch_size=4, lr=0.1, warmup=0, log_every=1,
+                                          weight_decay=0.0), step_fn=step_fn)  # fmt: skip
+    after = model.state_dict()
+    assert calls == [4, 4, 4] and [h["loss"] for h in hist] == [0.5, 0.5, 0.5]
+    changed = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert changed == ["lm_head.bias"]

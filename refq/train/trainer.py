@@ -120,10 +120,13 @@ def train(
     cfg: TrainConfig,
     log: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
+    step_fn: Callable[[Module, Batch], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``task`` for ``cfg.steps`` steps; returns the logged history
     (one dict per ``log_every`` steps: step, loss (mean since the last log), lr, grad_norm,
     seconds). ``on_step(step)``, if given, runs before each step (QAT freezes observers with it).
+    ``step_fn(model, batch) -> loss``, if given, replaces the forward + cross-entropy + backward
+    of one step (e.g. knowledge distillation); it must leave the gradients in ``model.grads``.
 
     >>> from refq.train.tasks import get_task
     >>> task = get_task("reverse", min_len=2, max_len=4)
@@ -147,7 +150,10 @@ def train(
         if on_step is not None:
             on_step(step)
         model.zero_grad()
-        loss = loss_and_backward(model, batch, loss_fn)
+        if step_fn is None:
+            loss = loss_and_backward(model, batch, loss_fn)
+        else:
+            loss = float(step_fn(model, batch))
         norm = clip_grad_norm(grads, cfg.clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             what = "loss" if not math.isfinite(loss) else "gradient norm"
