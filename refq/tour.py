@@ -85,7 +85,7 @@ def weight_errors(w: np.ndarray) -> dict[str, np.ndarray]:
 
 def run_tour(
     task_name: str = "reverse",
-    steps: int | None = 400,
+    steps: int | None = None,
     qat_steps: int = 150,
     eval_n: int = 500,
     out_dir: str | Path = "runs/tour",

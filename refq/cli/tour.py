@@ -2,7 +2,7 @@
 way (PTQ with every observer, 8/4/3/2 bits, log, per tensor, attention; QAT with STE and LSQ),
 print the comparison and write figures.
 
-    refq tour [--task reverse] [--steps 400] [--qat-steps 150] [--eval-n 500]
+    refq tour [--task reverse] [--steps N] [--qat-steps 150] [--eval-n 500]
               [--out runs/tour] [--figures figures] [--json]
 """
 
@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )  # fmt: skip
     seq2seq = sorted(k for k in TASKS if k != "majority")
     p.add_argument("--task", default="reverse", choices=seq2seq, help="built-in seq2seq task")
-    p.add_argument("--steps", type=int, default=400, help="float training steps (default 400)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="float training steps (default: the task's, 1000 for reverse)")  # fmt: skip
     p.add_argument("--qat-steps", type=int, default=150, help="QAT steps per run (default 150)")
     p.add_argument("--eval-n", type=int, default=500, help="held-out examples per evaluation")
     p.add_argument("--out", default="runs/tour", help="checkpoints and tour.json go here")
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from refq.tour import run_tour
 
     for name in ("steps", "qat_steps", "eval_n"):
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     summary = run_tour(args.task, args.steps, args.qat_steps, args.eval_n, args.out,
                        args.figures, args.seed)  # fmt: skip
