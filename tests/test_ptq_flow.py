@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import tiny_seq2seq
 
 from refq import kernels
-from refq.nn.config import TransformerConfig
 from refq.nn.linear import Linear, MatMul
-from refq.nn.models import Seq2SeqTransformer
 from refq.ptq import (
     W4A8,
     W8A8,
@@ -29,17 +28,7 @@ TASK = get_task("reverse", min_len=3, max_len=6)
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = TransformerConfig(
-        vocab_size=TASK.vocab_size,
-        d_model=32,
-        n_heads=4,
-        d_ff=64,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        max_len=16,
-        seed=0,
-    )
-    return Seq2SeqTransformer(cfg).eval()
+    return tiny_seq2seq(TASK)
 
 
 def batches(n=2, seed=0):
@@ -94,17 +83,7 @@ def test_converted_linear_never_touches_float_weights(model, monkeypatch):
 
 @pytest.fixture(scope="module")
 def fresh_model():
-    cfg = TransformerConfig(
-        vocab_size=TASK.vocab_size,
-        d_model=32,
-        n_heads=4,
-        d_ff=64,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        max_len=16,
-        seed=1,
-    )
-    return Seq2SeqTransformer(cfg).eval()
+    return tiny_seq2seq(TASK, seed=1)
 
 
 @pytest.mark.parametrize("requant", ["fixed_point", "float"])

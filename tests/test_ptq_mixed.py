@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import tiny_seq2seq
 
-from refq.nn.config import TransformerConfig
 from refq.nn.linear import Linear
-from refq.nn.models import Seq2SeqTransformer
 from refq.ptq import W8A8, QuantizedLinear, get_qconfig
 from refq.ptq.analysis import output_sqnr, sensitivity
 from refq.ptq.convert import calibrate, prepare
@@ -20,17 +19,7 @@ TASK = get_task("reverse", min_len=3, max_len=5)
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = TransformerConfig(
-        vocab_size=TASK.vocab_size,
-        d_model=16,
-        n_heads=2,
-        d_ff=32,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        max_len=16,
-        seed=4,
-    )
-    return Seq2SeqTransformer(cfg).eval()
+    return tiny_seq2seq(TASK, d_model=16, d_ff=32, n_heads=2, seed=4)
 
 
 def test_sensitivity_ranks_every_layer(model):

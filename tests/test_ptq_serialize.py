@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny_seq2seq
 
-from refq.nn.config import TransformerConfig
-from refq.nn.models import Seq2SeqTransformer
 from refq.ptq import W4A8, W8A8, get_qconfig
 from refq.ptq.analysis import model_size_bytes
 from refq.ptq.flow import calibration_batches, quantize_model, run_batch
@@ -22,17 +21,7 @@ META = {"task": {"name": "reverse", "params": {"min_len": 3, "max_len": 6}}}
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = TransformerConfig(
-        vocab_size=TASK.vocab_size,
-        d_model=64,
-        n_heads=4,
-        d_ff=128,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        max_len=16,
-        seed=2,
-    )
-    return Seq2SeqTransformer(cfg).eval()
+    return tiny_seq2seq(TASK, d_model=64, d_ff=128, seed=2)
 
 
 def file_arrays(path):

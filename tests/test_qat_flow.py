@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import tiny_seq2seq
 
-from refq.nn.config import TransformerConfig
 from refq.nn.linear import Linear
-from refq.nn.models import Seq2SeqTransformer
 from refq.ptq import W4A8, QuantizedLinear, get_qconfig
 from refq.ptq.flow import calibration_batches, run_batch
 from refq.qat.prepare import QATLinear, convert_qat, fake_quant_nodes, freeze_observers, prepare_qat
@@ -19,17 +18,7 @@ TASK = get_task("reverse", min_len=3, max_len=5)
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = TransformerConfig(
-        vocab_size=TASK.vocab_size,
-        d_model=32,
-        n_heads=4,
-        d_ff=64,
-        n_encoder_layers=1,
-        n_decoder_layers=1,
-        max_len=16,
-        seed=3,
-    )
-    return Seq2SeqTransformer(cfg).eval()
+    return tiny_seq2seq(TASK, seed=3)
 
 
 def one_linear(qc, lsq=False):
