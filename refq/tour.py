@@ -48,7 +48,7 @@ PTQ_CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("PTQ W8A8 minmax per-tensor", dict(weight_bits=8, per_channel=False)),
     ("PTQ W8A8 log weights", dict(weight_bits=8, log=True)),
     ("PTQ W8A8 + attention", dict(weight_bits=8, quantize_attention=True)),
-    ("PTQ W8A8 float requant", dict(weight_bits=8, requant="float")),
+    ("PTQ W8A8 fixed-point requant", dict(weight_bits=8, requant="fixed_point")),
     ("PTQ W4A8 minmax", dict(weight_bits=4)),
     ("PTQ W4A8 mse (w+a)", dict(weight_bits=4, observer="mse", weight_observer="mse")),
     ("PTQ W4A8 minmax per-tensor", dict(weight_bits=4, per_channel=False)),

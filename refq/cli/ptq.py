@@ -2,7 +2,7 @@
 
     refq ptq model.npz --out q.npz [--observer minmax|ema|percentile|mse|entropy]
              [--weight-bits 8] [--act-bits 8] [--per-tensor] [--log] [--attention]
-             [--requant fixed_point|float] [--keep-float LAYER ...] [--calib-batches 8]
+             [--requant float|fixed_point] [--keep-float LAYER ...] [--calib-batches 8]
              [--sensitivity] [--auto-mixed DB] [--sweep] [--json]
 
 Calibrates on training-split batches, converts to int8 (weights per output channel unless
@@ -54,7 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor")
     p.add_argument("--log", action="store_true", help="log-scale weights (seed formula 4.2)")
     p.add_argument("--attention", action="store_true", help="also quantize Q.K^T and P.V")
-    p.add_argument("--requant", default="fixed_point", choices=("fixed_point", "float"))
+    p.add_argument("--requant", default="float", choices=("float", "fixed_point"),
+                   help="float multiplier (fbgemm, default) or integer-only (TFLite)")  # fmt: skip
     p.add_argument("--keep-float", nargs="*", default=[], metavar="LAYER",
                    help="layers to keep in float (mixed precision)")  # fmt: skip
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (x64)")

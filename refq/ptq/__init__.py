@@ -15,7 +15,7 @@
 1
 >>> qnet = convert(prepared)
 >>> qnet.fc
-QuantizedLinear(8, 4, w8, fixed_point)
+QuantizedLinear(8, 4, w8, float)
 >>> qnet.fc.state["weight"].dtype, qnet.fc.state["bias"].dtype
 (dtype('int8'), dtype('int32'))
 """

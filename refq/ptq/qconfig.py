@@ -74,8 +74,9 @@ class QConfig:
     """What ``prepare`` attaches to each quantizable matmul (see the module docstring).
 
     ``quantize_attention`` also quantizes the two attention matmuls (Q K^T and P V);
-    ``requant`` chooses how int32 accumulators become int8 outputs: ``"fixed_point"`` (int32
-    multiplier and shift, TFLite/gemmlowp, integer only) or ``"float"`` (fbgemm).
+    ``requant`` chooses how int32 accumulators become int8 outputs: ``"float"`` (default, PyTorch's
+    fbgemm: ``rint(float32(acc) * float32(M))``, the fast path of refq's kernels) or
+    ``"fixed_point"`` (TFLite/gemmlowp: int32 multiplier and shift, integer only).
     """
 
     weight: Callable[[], Any]
@@ -83,7 +84,7 @@ class QConfig:
     activation_observer: Callable[[Any], Any]
     weight_observer: Callable[[Any], Any] | None = None
     quantize_attention: bool = False
-    requant: str = "fixed_point"
+    requant: str = "float"
     spec: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,7 +104,7 @@ def get_qconfig(
     log: bool = False,
     weight_observer: str = "minmax",
     quantize_attention: bool = False,
-    requant: str = "fixed_point",
+    requant: str = "float",
 ) -> QConfig:
     """Build a QConfig from the knobs the CLI exposes.
 

@@ -162,7 +162,7 @@ class QuantizedLinear(Module):
 
 class QuantizedMatMul(Module):
     """An int8 attention matmul ``a @ b``: both operands quantized per tensor, int32 batched
-    product (``refq.kernels.bmm_int8``), result dequantized with ``s_a * s_b``:
+    product (``refq.kernels.bmm_int8_acc``), result dequantized with ``s_a * s_b``:
 
         a @ b ~= s_a s_b * sum_k (a_q - z_a)(b_q - z_b)
 
@@ -190,16 +190,10 @@ class QuantizedMatMul(Module):
         a3 = np.broadcast_to(a, lead + a.shape[-2:]).reshape(-1, *a.shape[-2:])  # (B, M, K)
         b3 = np.broadcast_to(b, lead + b.shape[-2:]).reshape(-1, *b.shape[-2:])  # (B, K, N)
         s = self.state
-        za, zb = np.int64(s["a_zero_point"]), np.int64(s["b_zero_point"])
-        a_q = np.ascontiguousarray(self._q(a3, "a"))  # (B, M, K) int8
-        b_q = np.ascontiguousarray(self._q(b3, "b"))  # (B, K, N) int8
-        acc = kernels.bmm_int8(a_q, b_q).astype(np.int64)  # (B, M, K) @ (B, K, N) -> (B, M, N)
-        # sum_k (a - za)(b - zb) = sum ab - zb rowsum(a) - za colsum(b) + K za zb
-        if zb:
-            acc -= zb * a_q.sum(axis=2, dtype=np.int64)[:, :, None]  # (B, M, 1)
-        if za:
-            acc -= za * b_q.sum(axis=1, dtype=np.int64)[:, None, :]  # (B, 1, N)
-        acc += a_q.shape[2] * za * zb
+        a_q = self._q(a3, "a")  # (B, M, K) int8
+        b_q = self._q(b3, "b")  # (B, K, N) int8
+        acc = kernels.bmm_int8_acc(a_q, int(s["a_zero_point"]), b_q, int(s["b_zero_point"]))
+        # (B, M, K) int8 @ (B, K, N) int8 -> (B, M, N) int32 = sum_k (a - z_a)(b - z_b)
         out = acc.astype(np.float32) * (np.float32(s["a_scale"]) * np.float32(s["b_scale"]))
         return out.reshape(*lead, a.shape[-2], b.shape[-1])  # (B, M, N) -> (..., M, N)
 
