@@ -91,6 +91,8 @@ class DistillationLoss:
                 f"teacher logits shape {teacher_logits.shape} must equal student logits shape "
                 f"{student_logits.shape} (same vocabulary, same positions)"
             )
+        # computed in the student's dtype (a float32 teacher for a float64 QAT student, say)
+        teacher_logits = np.asarray(teacher_logits).astype(student_logits.dtype, copy=False)
         ce = self.ce(student_logits, targets)  # checks targets; raises if all are ignored
         valid = (
             np.ones(targets.shape, bool)
@@ -160,7 +162,7 @@ def distill_step(teacher: Any, loss: DistillationLoss) -> Callable[[Module, Batc
             teacher.eval()
         t_logits, _ = model_logits(teacher, batch)  # constant: no teacher backward
         s_logits, targets = model_logits(student, batch)
-        value = loss(s_logits, np.asarray(t_logits, dtype=s_logits.dtype), targets)
+        value = loss(s_logits, t_logits, targets)
         student.backward(loss.backward())
         return value
 

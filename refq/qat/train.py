@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from refq.compress.distill import DistillationLoss, distill_step
 from refq.nn.module import Module
 from refq.ptq.flow import calibration_batches, run_batch
 from refq.ptq.qconfig import QConfig
@@ -56,12 +57,25 @@ def qat_train(
     batch_size: int = 64,
     seed: int = 0,
     log: Callable[[dict[str, Any]], None] | None = None,
+    teacher: Module | None = None,
+    distill_alpha: float = 0.5,
+    temperature: float = 2.0,
 ) -> Module:
-    """Quantization-aware fine-tuning of a float ``model``; returns the trained QAT model."""
+    """Quantization-aware fine-tuning of a float ``model``; returns the trained QAT model.
+
+    ``teacher`` (usually the float ``model`` itself): train by knowledge distillation instead of
+    plain cross-entropy, loss = distill_alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) +
+    (1 - distill_alpha) * CE(s, y) with T = ``temperature`` (``refq.compress.DistillationLoss``,
+    Hinton et al. 2015, arXiv:1503.02531); the teacher runs forward only, in eval mode.
+    """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     if not 0.0 <= freeze_fraction <= 1.0:
         raise ValueError(f"freeze_fraction must be in [0, 1], got {freeze_fraction}")
+    step_fn = None
+    if teacher is not None:  # knowledge distillation from the (float) teacher
+        ignore = None if task.kind == "classification" else task.pad_id
+        step_fn = distill_step(teacher, DistillationLoss(temperature, distill_alpha, ignore))
     qat = prepare_qat(model, qconfig, lsq=lsq)
     for batch in calibration_batches(task, calib_batches, batch_size, seed=seed):
         run_batch(qat, batch)  # observers set the initial ranges (and LSQ's initial scales)
@@ -76,7 +90,7 @@ def qat_train(
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=min(50, steps // 10),
                       weight_decay=0.0, seed=seed + 1, log_every=max(1, steps // 10))  # fmt: skip
     try:
-        train(qat, task, cfg, log=log, on_step=on_step)
+        train(qat, task, cfg, log=log, on_step=on_step, step_fn=step_fn)
     except (TrainingDiverged, ValueError) as e:
         suspects = collapsed_scales(qat)
         where = f"; scales collapsed in: {', '.join(suspects)}" if suspects else ""
