@@ -281,9 +281,11 @@ def test_qat_distillation_keeps_accuracy(teacher):
 
 @pytest.mark.slow
 def test_distilled_student_vs_scratch_on_default_reverse():
-    """Full effect (slow): the default d_model-64 reverse teacher (1000 steps) distilled into a
-    d_model-32 student for 600 steps, against the same student trained with plain CE for the
-    same steps; prints both (same-run baseline)."""
+    """Full effect (slow, about 3 min): the default d_model-64 reverse teacher (1000 steps)
+    distilled into a d_model-32 student for 600 steps, against the same student trained with
+    plain CE for the same steps; prints both (same-run baseline). Measured with the tour's
+    teacher: both students reach exact match 1.0 -- on this deterministic task distillation
+    matches, but does not beat, training from scratch (see the report)."""
     from refq.train.trainer import default_configs
 
     task = get_task("reverse")
@@ -298,4 +300,5 @@ def test_distilled_student_vs_scratch_on_default_reverse():
     res = {name: evaluate(m, task, n=500) for name, m in
            (("teacher", teacher), ("distilled", student), ("scratch", scratch))}  # fmt: skip
     print({k: (round(v["exact_match"], 3), round(v["token_accuracy"], 3)) for k, v in res.items()})
-    assert res["distilled"]["token_accuracy"] > 0.8
+    assert res["distilled"]["exact_match"] > 0.9
+    assert teacher_agreement(student, teacher, task) > 0.95

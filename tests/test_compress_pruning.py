@@ -307,9 +307,11 @@ def test_pruned_model_sparse_int8_size_and_4bit_fields():
 
 @pytest.mark.slow
 def test_sparsity_vs_exact_match_after_finetuning():
-    """Full effect (slow): the default d_model-64 reverse model pruned to 50% and 80% (one-shot
-    and gradual), fine-tuned 300 steps, then W8A8 PTQ; prints exact match of each against the
-    unpruned float and int8 baselines of the same run."""
+    """Full effect (slow, about 4 min): the default d_model-64 reverse model pruned to 50% and
+    80% (one-shot and gradual), fine-tuned 300 steps, then W8A8 PTQ; prints exact match of each
+    against the unpruned float and int8 baselines of the same run. Measured on the tour's
+    checkpoint: 50% no fine-tuning 0.25, fine-tuned 1.0 (int8 1.0); 80% no fine-tuning 0.002,
+    one-shot fine-tuned 1.0 (int8 1.0), gradual 0.99 (ramp over half of the 300 steps)."""
     from refq.train.evaluate import evaluate
     from refq.train.trainer import default_configs
 
@@ -333,4 +335,6 @@ def test_sparsity_vs_exact_match_after_finetuning():
             rows[f"{tag} finetuned+int8"] = evaluate(qm, task, n=500)["exact_match"]
             rows[f"{tag} sparse/dense bytes"] = sparse_size_bytes(qm)["ratio"]
     print({k: round(v, 3) for k, v in rows.items()})
-    assert rows["50% one-shot finetuned"] > 0.9
+    assert rows["50% one-shot finetuned"] > 0.9 > rows["50% one-shot no finetune"]
+    assert rows["80% one-shot finetuned+int8"] > 0.9
+    assert rows["80% one-shot sparse/dense bytes"] < 0.35
