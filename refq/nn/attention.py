@@ -14,6 +14,8 @@ Masks are boolean, True = may attend, broadcastable to (B, nh, Tq, Tk): ``causal
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from refq.nn._checks import check_float
@@ -115,7 +117,7 @@ class MultiHeadAttention(Module):
         q = self._split(self.q_proj(x_q))  # (B, nh, Tq, hs)
         k = self._split(self.k_proj(x_kv))  # (B, nh, Tk, hs)
         v = self._split(self.v_proj(x_kv))  # (B, nh, Tk, hs)
-        scale = 1.0 / np.sqrt(self.head_size)
+        scale = 1.0 / math.sqrt(self.head_size)  # a Python float: keeps float32 float32 (NEP 50)
         scores = self.qk_matmul(q, k.swapaxes(-1, -2)) * scale  # (B,nh,Tq,hs)@(B,nh,hs,Tk)
         if mask is not None:
             if mask.dtype != np.bool_:
