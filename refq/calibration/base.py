@@ -153,10 +153,10 @@ class Observer:
         return lo, hi
 
     def _observe(self, xc: np.ndarray) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"abstract: {type(self).__name__} must define _observe")
 
     def _calculate_range(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        raise NotImplementedError(f"abstract: {type(self).__name__} must define _calculate_range")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(axis={self.axis}, batches={self.num_batches})"

@@ -82,10 +82,10 @@ class Module:
 
     # -- forward / backward ------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(f"{type(self).__name__}.forward")
+        raise NotImplementedError(f"abstract: {type(self).__name__}.forward")
 
     def backward(self, dout: np.ndarray) -> Any:
-        raise NotImplementedError(f"{type(self).__name__}.backward")
+        raise NotImplementedError(f"abstract: {type(self).__name__}.backward")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)

@@ -90,7 +90,7 @@ class Task:
         return {}
 
     def _generate(self, n: int, rng: np.random.Generator) -> Batch:
-        raise NotImplementedError
+        raise NotImplementedError(f"abstract: {type(self).__name__} must define _generate")
 
     def sample(self, n: int, rng: np.random.Generator, split: str = "train") -> Batch:
         """``n`` examples of ``split`` ("train" or "test"), drawn from ``rng``."""
