@@ -194,3 +194,17 @@ def test_bad_input_errors(fresh_model):
     layer = bad.get_submodule("encoder.layers.0.ff.fc1")
     with pytest.raises(ValueError, match="encoder.layers.0.ff.fc1.*NaN"):
         layer(np.full((2, layer.in_features), np.nan, np.float32))
+
+
+def test_low_bit_weights_run_on_the_int4_kernel_path(fresh_model):
+    """4/3/2-bit weights are held two per byte and give exactly what the int8 layout gives."""
+    from refq.ptq.quantized import QuantizedLinear as QL
+
+    q = quantize_model(fresh_model, TASK, W4A8, n_batches=1, batch_size=8)
+    layer = q.get_submodule("encoder.layers.0.ff.fc1")
+    assert layer.packed.bits == 4
+    as_int8 = QL(dict(layer.state, weight_bits=np.int32(8)), "same codes, int8 layout")
+    assert as_int8.packed.bits == 8
+    x = np.random.default_rng(0).normal(size=(7, layer.in_features)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x), as_int8(x))
+    assert layer.packed.nbytes * 2 == as_int8.packed.nbytes

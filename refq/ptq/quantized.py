@@ -95,7 +95,10 @@ class QuantizedLinear(Module):
         s["weight_zero_point"] = np.broadcast_to(s["weight_zero_point"], (n,)).astype(np.int32)
         if s["weight_scale"].shape != (n,):
             raise ValueError(f"layer {name!r}: weight_scale must have shape ({n},)")
-        self.packed = kernels.pack_weight(w)  # the kernel's layout, prepared once
+        if int(s["weight_bits"]) <= 4:  # two codes per byte in memory, unpacked once per call
+            self.packed = kernels.pack_weight_int4(pack_bits(w, 4), w.shape[1])
+        else:
+            self.packed = kernels.pack_weight(w)  # the kernel's layout, prepared once
         self.requant = str(s["requant"])
         in_s, out_s = np.float32(s["input_scale"]), np.float32(s["output_scale"])
         self.multiplier = in_s * s["weight_scale"].astype(np.float64) / out_s  # (N,)
