@@ -40,14 +40,19 @@ def layer_sqnr_lines(series: dict[str, dict[str, float]], path: str | Path) -> P
     """Per-layer output SQNR (dB) of several configurations, one line each."""
     fig, ax = plt.subplots(figsize=(10, 4))
     names: list[str] = []
+    lowest = np.inf
     for label, d in series.items():
         names = list(d)
+        vals = [v for v in d.values() if np.isfinite(v)]
+        lowest = min(lowest, *vals) if vals else lowest
         ax.plot(range(len(d)), list(d.values()), marker="o", ms=3, label=label)
+    if np.isfinite(lowest):
+        ax.set_ylim(bottom=lowest - 8)  # room for the legend below the lines
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
     ax.set_ylabel("layer output SQNR (dB)")
     ax.set_title("Per-layer SQNR: int8 layer vs float layer on the same input")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=len(series), loc="lower center")
     return _save(fig, path)
 
 
