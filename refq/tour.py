@@ -86,8 +86,8 @@ def weight_errors(w: np.ndarray) -> dict[str, np.ndarray]:
 def run_tour(
     task_name: str = "reverse",
     steps: int | None = None,
-    qat_steps: int = 150,
-    eval_n: int = 500,
+    qat_steps: int = 400,
+    eval_n: int = 1000,
     out_dir: str | Path = "runs/tour",
     figures_dir: str | Path = "figures",
     seed: int = 0,

@@ -2,7 +2,7 @@
 way (PTQ with every observer, 8/4/3/2 bits, log, per tensor, attention; QAT with STE and LSQ),
 print the comparison and write figures.
 
-    refq tour [--task reverse] [--steps N] [--qat-steps 150] [--eval-n 500]
+    refq tour [--task reverse] [--steps N] [--qat-steps 400] [--eval-n 1000]
               [--out runs/tour] [--figures figures] [--json]
 """
 
@@ -23,8 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--task", default="reverse", choices=seq2seq, help="built-in seq2seq task")
     p.add_argument("--steps", type=int, default=None,
                    help="float training steps (default: the task's, 1000 for reverse)")  # fmt: skip
-    p.add_argument("--qat-steps", type=int, default=150, help="QAT steps per run (default 150)")
-    p.add_argument("--eval-n", type=int, default=500, help="held-out examples per evaluation")
+    p.add_argument("--qat-steps", type=int, default=400, help="QAT steps per run (default 400)")
+    p.add_argument("--eval-n", type=int, default=1000, help="held-out examples per evaluation")
     p.add_argument("--out", default="runs/tour", help="checkpoints and tour.json go here")
     p.add_argument("--figures", default="figures", help="figures go here")
     p.add_argument("--seed", type=int, default=0)
