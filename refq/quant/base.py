@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 
 MIN_BITS = 2
 MAX_BITS = 16
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32: floor before a log
 
 
 @runtime_checkable

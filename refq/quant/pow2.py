@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .base import (
+    FLOAT32_TINY,
     as_code_array,
     as_float_array,
     check_bits,
@@ -37,8 +38,6 @@ from .base import (
     reduce_minmax,
 )
 from .rounding import check_rounding, round_values
-
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 class PowerOfTwoQuantizer:
