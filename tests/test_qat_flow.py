@@ -9,7 +9,8 @@ from helpers import tiny_seq2seq
 from refq.nn.linear import Linear
 from refq.ptq import W4A8, QuantizedLinear, get_qconfig
 from refq.ptq.flow import calibration_batches, run_batch
-from refq.qat.prepare import QATLinear, convert_qat, fake_quant_nodes, freeze_observers, prepare_qat
+from refq.qat.fake_quant import fake_quant_modules
+from refq.qat.prepare import QATLinear, convert_qat, freeze_observers, prepare_qat
 from refq.qat.train import QATDiverged, qat_train
 from refq.train.tasks import get_task
 
@@ -121,6 +122,6 @@ def test_errors(model):
         convert_qat(qat)
     with pytest.raises(TypeError, match="QConfig"):
         prepare_qat(model, "W4A8")
-    assert len(fake_quant_nodes(qat)) == 3 * sum(
+    assert len(list(fake_quant_modules(qat))) == 3 * sum(
         type(m) is Linear for _, m in model.named_modules()
     )

@@ -7,8 +7,10 @@
                        optionally the zero point) is a parameter with its own gradient.
 - ``log_ste``          the STE refq defines for the log and power-of-two quantizers.
 
-These modules act on arrays and know nothing of layers; ``prepare_qat`` / ``convert`` wrap model
-layers with them.
+These modules act on arrays and know nothing of layers. ``refq.qat.prepare`` wraps model layers
+with them (``prepare_qat``, ``convert_qat``) and ``refq.qat.train.qat_train`` runs the schedule:
+
+>>> from refq.qat import prepare_qat, qat_train, convert_qat
 """
 
 from refq.qat.fake_quant import (
@@ -22,19 +24,28 @@ from refq.qat.fake_quant import (
 )
 from refq.qat.log_ste import is_log_quantizer, log_ste_backward, log_ste_mask, magnitude_range
 from refq.qat.lsq import LSQFakeQuantize, lsq_grad_scale, lsq_init_scale
+from refq.qat.prepare import QATLinear, QATMatMul, convert_qat, freeze_observers, prepare_qat
+from refq.qat.train import QATDiverged, qat_train
 
 __all__ = [
     "FakeQuantBase",
     "FakeQuantize",
     "LSQFakeQuantize",
+    "QATDiverged",
+    "QATLinear",
+    "QATMatMul",
     "check_quantizer",
+    "convert_qat",
     "fake_quant_modules",
+    "freeze_observers",
     "is_log_quantizer",
     "log_ste_backward",
     "log_ste_mask",
     "lsq_grad_scale",
     "lsq_init_scale",
     "magnitude_range",
+    "prepare_qat",
+    "qat_train",
     "set_fake_quant",
     "set_observers",
     "ste_for",

@@ -33,7 +33,7 @@ from refq.nn.module import Module
 from refq.ptq.convert import linear_state, matmul_state_from_quantizers
 from refq.ptq.qconfig import QConfig
 from refq.ptq.quantized import QuantizedLinear, QuantizedMatMul
-from refq.qat.fake_quant import FakeQuantize
+from refq.qat.fake_quant import FakeQuantize, fake_quant_modules
 from refq.qat.lsq import LSQFakeQuantize
 
 
@@ -130,20 +130,11 @@ def prepare_qat(model: Module, qconfig: QConfig, lsq: bool = False) -> Module:
     return qat.train()
 
 
-def fake_quant_nodes(model: Module) -> list[Module]:
-    """Every fake-quantization node of a QAT model."""
-    nodes: list[Module] = []
-    for _, m in model.named_modules():
-        if isinstance(m, (QATLinear, QATMatMul)):
-            nodes.extend(m.fake_quant_nodes())
-    return nodes
-
-
 def freeze_observers(model: Module, frozen: bool = True) -> None:
     """Disable (or re-enable) every activation observer: ranges stop moving (PyTorch
     ``disable_observer``). With LSQ this is also when the learned scales take over."""
-    for node in fake_quant_nodes(model):
-        if node.observer is not None:
+    for _, node in fake_quant_modules(model):
+        if node.observer is not None:  # weight nodes (no observer) keep refitting every step
             node.enable_observer(not frozen)
 
 

@@ -25,8 +25,9 @@ from refq.compress.distill import DistillationLoss, distill_step
 from refq.nn.module import Module
 from refq.ptq.flow import calibration_batches, run_batch
 from refq.ptq.qconfig import QConfig
+from refq.qat.fake_quant import fake_quant_modules
 from refq.qat.lsq import LSQFakeQuantize
-from refq.qat.prepare import fake_quant_nodes, freeze_observers, prepare_qat
+from refq.qat.prepare import freeze_observers, prepare_qat
 from refq.train.trainer import TrainConfig, TrainingDiverged, train
 
 
@@ -37,7 +38,7 @@ class QATDiverged(TrainingDiverged):
 def collapsed_scales(qat_model: Module) -> list[str]:
     """Names of LSQ nodes whose scale is non-finite or was clamped to its floor."""
     bad = []
-    for node in fake_quant_nodes(qat_model):
+    for _, node in fake_quant_modules(qat_model):
         if isinstance(node, LSQFakeQuantize) and node.initialized:
             s = node.params["scale"]
             if not np.all(np.isfinite(s)) or node.num_scale_clamps > 0:
