@@ -78,3 +78,22 @@ def test_errors_are_clear(ckpt, tmp_path, capsys):
     assert "weight_bits must be an integer in [2, 8]" in capsys.readouterr().err
     assert main(["qat", str(ckpt), "--out", str(q), "--lsq", "--log"]) == 2
     assert "--lsq" in capsys.readouterr().err
+
+
+def test_prune_command_keeps_zeros_through_ptq(ckpt, tmp_path, capsys):
+    pruned = tmp_path / "p.npz"
+    args = ["prune", str(ckpt), "--out", str(pruned), "--sparsity", "0.5", "--steps", "3",
+            "--eval-n", "10", "--json"]  # fmt: skip
+    assert main(args) == 0
+    res = last_json(capsys)
+    assert KEYS <= set(res) and abs(res["sparsity"] - 0.5) < 0.01
+    assert main(["ptq", str(pruned), "--out", str(tmp_path / "q.npz"), "--eval-n", "5",
+                 "--calib-batches", "1", "--json"]) == 0  # fmt: skip
+    capsys.readouterr()
+    from refq.compress.pruning import sparsity_report
+    from refq.train.checkpoint import load_checkpoint
+
+    qmodel, _ = load_checkpoint(tmp_path / "q.npz")
+    assert sparsity_report(qmodel)["sparsity"] >= 0.5 - 0.01
+    assert main(["prune", str(ckpt), "--out", str(pruned), "--sparsity", "1.5"]) == 2
+    assert "--sparsity must be in [0, 1)" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "ptq", "qat", "tour"]
+COMMANDS = ["train", "eval", "ptq", "qat", "prune", "tour"]
 
 
 class CLIError(Exception):
