@@ -143,6 +143,38 @@ def check_range(min_val: ArrayLike, max_val: ArrayLike) -> tuple[np.ndarray, np.
     return lo, hi
 
 
+def check_axis(axis: object) -> int | None:
+    """A quantizer's ``axis`` argument: None (per tensor) or an int (per channel / group).
+
+    >>> check_axis(0), check_axis(None)
+    (0, None)
+    >>> check_axis(True)
+    Traceback (most recent call last):
+    ...
+    TypeError: axis must be an int or None, got bool
+    """
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
+    return int(axis)
+
+
+def check_range_shape(lo: np.ndarray, axis: int | None, grouped: bool = False) -> None:
+    """``set_range`` arguments must match the granularity: ``()`` per tensor, ``(C,)`` per channel
+    (groups have their own shape, checked when the parameters are broadcast).
+
+    >>> check_range_shape(np.zeros(3), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: per-tensor quantizer needs scalar min/max, got shape (3,)
+    """
+    if axis is None and lo.shape != ():
+        raise ValueError(f"per-tensor quantizer needs scalar min/max, got shape {lo.shape}")
+    if axis is not None and not grouped and lo.ndim != 1:
+        raise ValueError(f"per-channel quantizer needs min/max of shape (C,), got {lo.shape}")
+
+
 def normalize_axis(axis: int, ndim: int) -> int:
     """Return ``axis`` in ``[0, ndim)`` (negative axes count from the end), else ValueError.
 

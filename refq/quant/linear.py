@@ -25,7 +25,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .affine import calculate_qparams, dequantize_affine, quant_range, quantize_affine
-from .base import as_float_array, check_bits, check_range, reduce_minmax
+from .base import (
+    as_float_array,
+    check_axis,
+    check_bits,
+    check_range,
+    check_range_shape,
+    reduce_minmax,
+)
 from .rounding import check_rounding
 
 
@@ -107,9 +114,7 @@ class LinearQuantizer:
         self.symmetric = bool(symmetric)
         self.signed = bool(signed)
         self.narrow_range = bool(narrow_range)
-        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
-            raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-        self.axis = None if axis is None else int(axis)
+        self.axis = check_axis(axis)
         if group_size is not None:
             if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)):
                 raise TypeError(f"group_size must be an int or None, got {type(group_size)}")
@@ -134,10 +139,7 @@ class LinearQuantizer:
     def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> LinearQuantizer:
         """Set qparams from the signed data range: scalars, ``(C,)`` per channel, groups shape."""
         lo, hi = check_range(min_val, max_val)
-        if self.axis is None and lo.shape != ():
-            raise ValueError(f"per-tensor quantizer needs scalar min/max, got shape {lo.shape}")
-        if self.axis is not None and self.group_size is None and lo.ndim != 1:
-            raise ValueError(f"per-channel quantizer needs min/max of shape (C,), got {lo.shape}")
+        check_range_shape(lo, self.axis, grouped=self.group_size is not None)
         scale, zp = calculate_qparams(lo, hi, self.quant_min, self.quant_max, self.symmetric)
         self.qparams = QParams(
             scale, zp, self.quant_min, self.quant_max, self.axis, self.group_size

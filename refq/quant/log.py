@@ -41,8 +41,10 @@ from .base import (
     FLOAT32_TINY,
     as_code_array,
     as_float_array,
+    check_axis,
     check_bits,
     check_range,
+    check_range_shape,
     code_dtype,
     expand_param,
     reduce_minmax,
@@ -102,9 +104,7 @@ class LogQuantizer:
             raise ValueError(f"min_ratio must lie in (0, 1), got {min_ratio}")
         self.fixed_x_min = None if x_min is None else float(x_min)
         self.min_ratio = default_min_ratio(self.bits) if min_ratio is None else float(min_ratio)
-        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
-            raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-        self.axis = None if axis is None else int(axis)
+        self.axis = check_axis(axis)
         self.rounding = check_rounding(rounding)
         self.rng = np.random.default_rng(seed)
         self.x_min: np.ndarray | None = None
@@ -116,10 +116,7 @@ class LogQuantizer:
     def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> LogQuantizer:
         """``x_max = max(|min_val|, |max_val|)``, ``x_min`` by the constructor's rule (float64)."""
         lo, hi = check_range(min_val, max_val)
-        if self.axis is None and lo.shape != ():
-            raise ValueError(f"per-tensor quantizer needs scalar min/max, got shape {lo.shape}")
-        if self.axis is not None and lo.ndim != 1:
-            raise ValueError(f"per-channel quantizer needs min/max of shape (C,), got {lo.shape}")
+        check_range_shape(lo, self.axis)
         amax = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
         x_max = np.maximum(amax, FLOAT32_TINY)
         if self.fixed_x_min is not None:

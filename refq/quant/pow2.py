@@ -31,8 +31,10 @@ from .base import (
     FLOAT32_TINY,
     as_code_array,
     as_float_array,
+    check_axis,
     check_bits,
     check_range,
+    check_range_shape,
     code_dtype,
     expand_param,
     reduce_minmax,
@@ -77,9 +79,7 @@ class PowerOfTwoQuantizer:
         self.levels = 2 ** (self.bits - 1) - 1  # M
         self.quant_min, self.quant_max = -self.levels, self.levels
         self.pow2_scale = bool(pow2_scale)
-        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, (int, np.integer))):
-            raise TypeError(f"axis must be an int or None, got {type(axis).__name__}")
-        self.axis = None if axis is None else int(axis)
+        self.axis = check_axis(axis)
         self.rounding = check_rounding(rounding)
         self.rng = np.random.default_rng(seed)
         self.scale: np.ndarray | None = None  # s, float32, the smallest magnitude
@@ -90,10 +90,7 @@ class PowerOfTwoQuantizer:
     def set_range(self, min_val: ArrayLike, max_val: ArrayLike) -> PowerOfTwoQuantizer:
         """Top level at ``max(|min_val|, |max_val|)`` (rounded up to 2^k if pow2_scale)."""
         lo, hi = check_range(min_val, max_val)
-        if self.axis is None and lo.shape != ():
-            raise ValueError(f"per-tensor quantizer needs scalar min/max, got shape {lo.shape}")
-        if self.axis is not None and lo.ndim != 1:
-            raise ValueError(f"per-channel quantizer needs min/max of shape (C,), got {lo.shape}")
+        check_range_shape(lo, self.axis)
         top = np.maximum(np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64), FLOAT32_TINY)
         if self.pow2_scale:
             top = np.ldexp(1.0, np.ceil(np.log2(top)).astype(np.int32))  # 2^ceil(log2 x_max)
