@@ -18,12 +18,10 @@ import copy
 import json
 import time
 
-from refq.cli.report import HEADER, metrics_row
+from refq.cli.report import HEADER, load_float, metrics_row
 from refq.compress.pruning import magnitude_prune, prune_and_finetune, sparsity_report
 from refq.train.checkpoint import (
-    load_checkpoint,
     save_checkpoint,
-    task_from_meta,
     weights_size_bytes,
 )
 from refq.train.evaluate import evaluate
@@ -49,16 +47,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    model, meta = load_checkpoint(args.checkpoint)
-    if meta.get("kind") != "float":
-        raise ValueError(
-            f"{args.checkpoint}: refq prune needs a float checkpoint, got {meta.get('kind')!r}"
-        )
+    model, meta, task = load_float(args.checkpoint, "prune")
     if not 0.0 <= args.sparsity < 1.0:
         raise ValueError(f"--sparsity must be in [0, 1), got {args.sparsity}")
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    task = task_from_meta(meta)
     before = evaluate(model, task, n=args.eval_n)
     oneshot = copy.deepcopy(model)
     magnitude_prune(oneshot, args.sparsity, args.scope, args.structured)

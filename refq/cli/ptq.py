@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from refq.cli.report import HEADER, METRICS, metrics_row
+from refq.cli.report import HEADER, METRICS, load_float, metrics_row
 from refq.ptq import OBSERVERS, get_qconfig
 from refq.ptq.analysis import layer_sqnr, model_size_bytes, output_sqnr, sensitivity
 from refq.ptq.convert import calibrate, convert, prepare
 from refq.ptq.flow import calibration_batches, run_batch
 from refq.ptq.mixed import auto_mixed_precision
 from refq.ptq.serialize import save_quantized
-from refq.train.checkpoint import load_checkpoint, task_from_meta, weights_size_bytes
+from refq.train.checkpoint import weights_size_bytes
 from refq.train.evaluate import evaluate
 
 
@@ -113,12 +113,7 @@ def _fmt_sqnr(d: dict[str, float]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    model, meta = load_checkpoint(args.checkpoint)
-    if meta.get("kind") != "float":
-        raise ValueError(
-            f"{args.checkpoint}: refq ptq needs a float checkpoint, got {meta.get('kind')!r}"
-        )
-    task = task_from_meta(meta)
+    model, meta, task = load_float(args.checkpoint, "ptq")
     qc = get_qconfig(args.weight_bits, args.act_bits, args.observer, not args.per_tensor,
                      args.log, args.weight_observer, args.attention, args.requant)  # fmt: skip
     overrides: dict = {name: None for name in args.keep_float}

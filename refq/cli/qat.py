@@ -21,14 +21,14 @@ import json
 import time
 from typing import Any
 
-from refq.cli.report import HEADER, metrics_row
+from refq.cli.report import HEADER, load_float, metrics_row
 from refq.ptq import get_qconfig
 from refq.ptq.analysis import model_size_bytes
 from refq.ptq.flow import quantize_model
 from refq.ptq.serialize import save_quantized
 from refq.qat.prepare import convert_qat
 from refq.qat.train import qat_train
-from refq.train.checkpoint import load_checkpoint, task_from_meta, weights_size_bytes
+from refq.train.checkpoint import weights_size_bytes
 from refq.train.evaluate import evaluate
 
 
@@ -82,12 +82,7 @@ def ptq_vs_qat(model, task, qc, args) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    model, meta = load_checkpoint(args.checkpoint)
-    if meta.get("kind") != "float":
-        raise ValueError(
-            f"{args.checkpoint}: refq qat needs a float checkpoint, got {meta.get('kind')!r}"
-        )
-    task = task_from_meta(meta)
+    model, meta, task = load_float(args.checkpoint, "qat")
     if args.lsq and args.log:
         raise ValueError("--lsq learns the step of a uniform grid; it does not apply to --log")
     float_metrics = evaluate(model, task, n=args.eval_n)
