@@ -29,8 +29,8 @@ import numpy as np
 from refq.cli.report import HEADER, METRICS, load_float, metrics_row
 from refq.ptq import OBSERVERS, get_qconfig
 from refq.ptq.analysis import layer_sqnr, model_size_bytes, output_sqnr, sensitivity
-from refq.ptq.convert import calibrate, convert, prepare
-from refq.ptq.flow import calibration_batches, run_batch
+from refq.ptq.convert import convert
+from refq.ptq.flow import calibration_batches, prepare_calibrated, run_batch
 from refq.ptq.mixed import auto_mixed_precision
 from refq.ptq.serialize import save_quantized
 from refq.train.checkpoint import weights_size_bytes
@@ -72,8 +72,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def ptq_once(model, task, qc, args, overrides=None, batches=None) -> dict[str, Any]:
     """Quantize ``model`` with ``qc``; return the converted model, metrics and SQNRs."""
     t0 = time.perf_counter()
-    prepared = prepare(model, qc, overrides)
-    calibrate(prepared, calibration_batches(task, args.calib_batches, 64, seed=0), run_batch)
+    prepared = prepare_calibrated(model, task, qc, args.calib_batches, overrides=overrides)
     qmodel = convert(prepared)
     quant_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()

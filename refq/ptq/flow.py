@@ -37,6 +37,21 @@ def calibration_batches(
         yield task.sample(batch_size, rng, split="train")
 
 
+def prepare_calibrated(
+    model: Module,
+    task: Any,
+    qconfig: QConfig,
+    n_batches: int = 8,
+    batch_size: int = 64,
+    seed: int = 0,
+    overrides: dict[str, QConfig | None] | None = None,
+) -> Module:
+    """prepare, then calibrate on ``n_batches`` training batches: ready for ``convert``."""
+    prepared = prepare(model, qconfig, overrides)
+    calibrate(prepared, calibration_batches(task, n_batches, batch_size, seed), run_batch)
+    return prepared
+
+
 def quantize_model(
     model: Module,
     task: Any,
@@ -48,6 +63,5 @@ def quantize_model(
     report: dict | None = None,
 ) -> Module:
     """prepare -> calibrate on ``n_batches`` training batches -> convert; returns the int8 model."""
-    prepared = prepare(model, qconfig, overrides)
-    calibrate(prepared, calibration_batches(task, n_batches, batch_size, seed), run_batch)
+    prepared = prepare_calibrated(model, task, qconfig, n_batches, batch_size, seed, overrides)
     return convert(prepared, report=report)

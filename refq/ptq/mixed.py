@@ -19,8 +19,8 @@ from typing import Any
 
 from refq.nn.module import Module
 from refq.ptq.analysis import output_sqnr, sensitivity
-from refq.ptq.convert import calibrate, convert, prepare
-from refq.ptq.flow import calibration_batches, run_batch
+from refq.ptq.convert import convert
+from refq.ptq.flow import calibration_batches, prepare_calibrated, run_batch
 from refq.ptq.qconfig import QConfig
 
 
@@ -43,9 +43,7 @@ def auto_mixed_precision(
     probe = list(calibration_batches(task, 2, batch_size, seed=seed + 99))
 
     def prepared_with(overrides: dict[str, QConfig]) -> Module:
-        p = prepare(model, low, overrides)
-        calibrate(p, calibration_batches(task, n_batches, batch_size, seed), run_batch)
-        return p
+        return prepare_calibrated(model, task, low, n_batches, batch_size, seed, overrides)
 
     ranking = sensitivity(model, prepared_with({}), probe, run_batch)
     order = [r["layer"] for r in ranking]
